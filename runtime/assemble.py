@@ -1,0 +1,58 @@
+"""Config -> the running parts: language, model backend, interpolator, sinks.
+
+Kept apart from the command line so that ``serve``, ``bench`` and the tests build a face the same
+way ``say`` does.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from runtime.config import Config
+from runtime.keyframes.grammar import gbnf
+from runtime.keyframes.language import Language
+from runtime.sinks import Sink, SinkOptions, open_sink
+
+log = logging.getLogger(__name__)
+
+
+def language(cfg: Config) -> Language:
+    return Language(cfg.presets, cfg.aliases)
+
+
+def grammar(cfg: Config, lang: Language) -> str:
+    k = cfg.keyframes
+    return gbnf(lang, max_keyframes=k.max_keyframes, max_items=k.max_items,
+                raw_channels=k.raw_channels)
+
+
+def backend(cfg: Config, lang: Language):
+    """The local llama.cpp backend for ``cfg.model`` (loads the weights: about a second)."""
+    from runtime.generate.llama import LlamaBackend
+    from runtime.generate.models import resolve
+
+    m = cfg.model
+    return LlamaBackend(resolve(m.name), grammar(cfg, lang), n_threads=m.threads,
+                        n_ctx=m.context, max_tokens=m.max_tokens, lora_path=m.lora_path or None,
+                        n_gpu_layers=m.gpu_layers)
+
+
+def interpolator(cfg: Config):
+    from runtime.animate.timeline import Interpolator
+
+    return Interpolator()
+
+
+def sinks(cfg: Config, extra: list[str] = ()) -> list[Sink]:
+    """Open every sink; on the first that cannot start, close the others and raise SinkError."""
+    opts = SinkOptions(fps=cfg.animation.fps, device_id=cfg.livelink.device_id,
+                       subject=cfg.livelink.subject)
+    opened: list[Sink] = []
+    try:
+        for url in [*cfg.sinks, *extra]:
+            opened.append(open_sink(url, opts))
+    except Exception:
+        for s in opened:
+            s.close()
+        raise
+    return opened

@@ -1,0 +1,254 @@
+"""The ``keyframeface`` command: keyframes | say | render.
+
+Errors a user can cause (bad arguments, a bad config, a sink that cannot start, a missing model)
+end in one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import logging.handlers
+import queue
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+from runtime import config as config_mod
+from runtime.generate.prompt import LineRequest
+
+log = logging.getLogger("keyframeface")
+DEMO_LINE = "She laughs at the joke, then suddenly looks worried."
+
+
+class UserError(Exception):
+    """Something the user can fix; printed as one line."""
+
+
+def _setup_logging(verbose: bool) -> logging.handlers.QueueListener:
+    # The frame clock logs too: a queue handler makes a log call cost a put, never a write.
+    q: queue.Queue = queue.Queue(10_000)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    listener = logging.handlers.QueueListener(q, handler)
+    root = logging.getLogger()
+    root.handlers[:] = [logging.handlers.QueueHandler(q)]
+    root.setLevel(logging.INFO if verbose else logging.WARNING)
+    listener.start()
+    return listener
+
+
+def _request(args: argparse.Namespace) -> LineRequest:
+    text = " ".join(args.text).strip()
+    if not text:
+        raise UserError("the line of text is empty")
+    return LineRequest(text=text, context=args.context or "", emotion=args.emotion or "")
+
+
+def _load(args: argparse.Namespace):
+    from runtime import assemble
+    from runtime.generate.llama import GenerationError
+    from runtime.generate.models import ModelNotFound
+
+    cfg = config_mod.load(args.config)
+    if getattr(args, "model", None):
+        cfg.model.name = args.model
+    if getattr(args, "lora", None) is not None:
+        cfg.model.lora_path = args.lora
+    if getattr(args, "fps", None):
+        cfg.animation.fps = args.fps
+    lang = assemble.language(cfg)
+    try:
+        backend = assemble.backend(cfg, lang)
+    except (ModelNotFound, GenerationError, ValueError) as e:
+        raise UserError(str(e)) from None
+    return cfg, lang, backend
+
+
+# -- keyframes ------------------------------------------------------------------------------------
+def cmd_keyframes(args: argparse.Namespace) -> int:
+    from runtime.generate import stream_keyframes
+    from runtime.keyframes.parser import KeyframeParser
+
+    req = _request(args)
+    cfg, lang, backend = _load(args)
+    start = time.perf_counter()
+    n = 0
+    for kf in stream_keyframes(backend, KeyframeParser(lang), req):
+        n += 1
+        if args.format == "jsonl":
+            print(json.dumps(kf.to_json()), flush=True)
+        else:
+            print(f"{kf.t:6.2f}s  {lang.format_items(kf.items)}", flush=True)
+    log.info("%d keyframes in %.2f s", n, time.perf_counter() - start)
+    return 0
+
+
+# -- say ------------------------------------------------------------------------------------------
+def _seconds_of_day() -> float:
+    now = datetime.now()
+    return now.hour * 3600 + now.minute * 60 + now.second + now.microsecond / 1e6
+
+
+def cmd_say(args: argparse.Namespace) -> int:
+    from runtime import assemble
+    from runtime.animate.spline import warm_up
+    from runtime.avatar import Avatar
+    from runtime.clock import FrameClock
+    from runtime.sinks import SinkError
+    from runtime.sinks.fanout import Fanout
+
+    req = _request(args)
+    cfg, lang, backend = _load(args)
+    if not args.sink and not cfg.sinks:
+        raise UserError("no sink: add --sink livelink://127.0.0.1:11111 (or csv:take.csv)")
+    try:
+        sinks = assemble.sinks(cfg, args.sink or [])
+    except SinkError as e:
+        raise UserError(str(e)) from None
+    warm_up()
+    fanout = Fanout(sinks)
+    a = cfg.animation
+    avatar = Avatar("default", backend, lang, fanout, fps=a.fps, attack=a.attack,
+                    release=a.release, interpolator=assemble.interpolator(cfg),
+                    timeout=cfg.model.timeout)
+    day0 = _seconds_of_day()
+    tail = int(a.fps * 0.25)  # a few rest frames after the line so receivers settle
+    state = {"after": -1}
+
+    def tick(n: int, t: float) -> bool:
+        avatar.tick(n, t, day0 + t)
+        if line.first_frame_at and avatar.current is None and not avatar.pending:
+            state["after"] += 1
+            return state["after"] < tail
+        return True
+
+    line = avatar.say(req)
+    clock = FrameClock(a.fps, tick, spin_s=a.spin_ms / 1000.0).start()
+    try:
+        clock.join()
+    except KeyboardInterrupt:
+        clock.stop()
+    avatar.close()
+    fanout.close()
+    s = clock.stats.summary()
+    print(json.dumps({
+        "line": req.text, "keyframes": line.keyframes, "tokens": line.tokens,
+        "first_keyframe_ms": round((line.first_key_at - line.submitted) * 1000, 1) if line.first_key_at else None,
+        "first_frame_ms": round((line.first_frame_at - line.submitted) * 1000, 1) if line.first_frame_at else None,
+        "generation_s": round(line.gen_seconds, 3), "frames": s["frames"], "missed": s["missed"],
+        "late_ms_p99": round(s["late_ms_p99"], 3), "sinks": [x.label for x in sinks],
+        "error": line.error or None}), file=sys.stderr)
+    return 0
+
+
+# -- render ---------------------------------------------------------------------------------------
+def cmd_render(args: argparse.Namespace) -> int:
+    from runtime import assemble
+    from runtime.animate.timeline import Track
+    from runtime.generate import stream_keyframes
+    from runtime.keyframes.parser import KeyframeParser
+    from runtime.sinks.csv import write_take
+
+    req = _request(args)
+    cfg, lang, backend = _load(args)
+    a = cfg.animation
+    keys = list(stream_keyframes(backend, KeyframeParser(lang), req))
+    track = Track(lang.rest, assemble.interpolator(cfg))
+    for kf in keys:
+        track.add(a.attack + kf.t, kf.values)
+    track.add(track.end + a.release, lang.rest)
+    track.finish()
+    frames = track.render(a.fps)
+    try:
+        write_take(args.output, frames, a.fps)
+    except OSError as e:
+        raise UserError(f"cannot write {args.output}: {e.strerror}") from None
+    print(f"wrote {args.output}: {len(frames)} frames, {len(keys)} keyframes", file=sys.stderr)
+    if args.plot:
+        from runtime.plot import plot_take
+
+        plot_take(frames, a.fps, [(a.attack + k.t, k) for k in keys], args.plot, title=req.text)
+        print(f"wrote {args.plot}", file=sys.stderr)
+    return 0
+
+
+# -- demo -----------------------------------------------------------------------------------------
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The README's first command: render the demo line to a take and a plot, then stream it."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    base = ["--config", args.config] if args.config else []
+    text = args.text or [DEMO_LINE]
+    render = parse_args(["render", *text, "-o", str(out / "demo.csv"), "--plot", str(out / "demo.png"), *base])
+    cmd_render(render)
+    say = parse_args(["say", *text, "--sink", args.sink, "--sink", f"csv:{out / 'demo_live.csv'}", *base])
+    cmd_say(say)
+    print(f"demo: streamed to {args.sink}; take {out / 'demo.csv'}, plot {out / 'demo.png'}",
+          file=sys.stderr)
+    return 0
+
+
+def _line_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("text", nargs="+", help="the line: dialogue, stage direction")
+    p.add_argument("--context", help="the scene or situation")
+    p.add_argument("--emotion", help="an emotion hint, e.g. 'nervous'")
+    _common(p)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="config.toml (defaults if omitted)")
+    p.add_argument("--model", help="model name or .gguf path (overrides config)")
+    p.add_argument("--lora", help="GGUF LoRA adapter path (overrides config; '' for none)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="keyframeface", description="Text in, ARKit face frames out.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("keyframes", help="print keyframes as they are generated")
+    _line_args(p)
+    p.add_argument("--format", choices=("jsonl", "text"), default="jsonl")
+    p.set_defaults(func=cmd_keyframes)
+    p = sub.add_parser("say", help="stream a line in real time to sinks, then exit")
+    _line_args(p)
+    p.add_argument("--sink", action="append", help="sink URL, repeatable: livelink://HOST:PORT, csv:PATH")
+    p.add_argument("--fps", type=float, help="frame rate (overrides config)")
+    p.set_defaults(func=cmd_say)
+    p = sub.add_parser("render", help="write a Live Link Face CSV take as fast as possible")
+    _line_args(p)
+    p.add_argument("-o", "--output", required=True, help="take.csv")
+    p.add_argument("--plot", help="also draw the keyframes and curves to this PNG")
+    p.add_argument("--fps", type=float, help="frame rate (overrides config)")
+    p.set_defaults(func=cmd_render)
+    p = sub.add_parser("demo", help="render and stream a demo line (the README's first command)")
+    p.add_argument("text", nargs="*")
+    p.add_argument("--out", default="out", help="folder for the take and plot")
+    p.add_argument("--sink", default="livelink://127.0.0.1:11111")
+    _common(p)
+    p.set_defaults(func=cmd_demo)
+    return ap
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    return parser().parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    listener = _setup_logging(args.verbose)
+    try:
+        return args.func(args)
+    except (UserError, config_mod.ConfigError) as e:
+        print(f"keyframeface: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        listener.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

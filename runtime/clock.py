@@ -1,0 +1,92 @@
+"""Frame clock on absolute deadlines.
+
+Deadline n is ``start + n / fps``, never "last tick + interval", so the clock cannot drift. It sleeps
+until shortly before a deadline and spins the rest, because a plain sleep on a loaded 2-core
+machine wakes up to a few milliseconds late. If a tick overruns, the missed deadlines are counted
+and skipped (the frame number still follows wall time, as Unreal's Timecode mode expects).
+
+The callback must never block: everything that can (model, sockets, files) runs elsewhere and is
+reached through bounded queues.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class ClockStats:
+    frames: int = 0
+    missed: int = 0  # deadlines skipped because a tick overran
+    late_ms: list[float] = field(default_factory=list)  # lateness of each tick vs its deadline
+
+    def summary(self) -> dict:
+        late = np.asarray(self.late_ms or [0.0])
+        return {"frames": self.frames, "missed": self.missed,
+                "late_ms_p50": float(np.percentile(late, 50)),
+                "late_ms_p99": float(np.percentile(late, 99)),
+                "late_ms_max": float(late.max())}
+
+
+class FrameClock:
+    """Calls ``tick(frame_number, t_seconds)`` at ``fps`` on absolute deadlines in its own thread."""
+
+    def __init__(self, fps: float, tick: Callable[[int, float], bool | None], *,
+                 spin_s: float = 0.0015, name: str = "frame-clock", keep_stats: int = 100_000):
+        self.fps = float(fps)
+        self.period = 1.0 / self.fps
+        self.tick = tick
+        self.spin_s = spin_s
+        self.stats = ClockStats()
+        self._keep = keep_stats
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.start_time = 0.0
+
+    def start(self) -> FrameClock:
+        self.start_time = time.perf_counter()
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        n = 0
+        stats = self.stats
+        while not self._stop.is_set():
+            deadline = self.start_time + n * self.period
+            wait = deadline - time.perf_counter()
+            if wait > self.spin_s:
+                time.sleep(wait - self.spin_s)
+            while time.perf_counter() < deadline:
+                pass
+            now = time.perf_counter()
+            late = now - deadline
+            if len(stats.late_ms) < self._keep:
+                stats.late_ms.append(late * 1000.0)
+            if self.tick(n, n * self.period) is False:
+                break
+            stats.frames += 1
+            # next deadline: skip any that already passed while this tick ran
+            after = time.perf_counter()
+            nxt = n + 1
+            if after > self.start_time + nxt * self.period + self.period:
+                skip = int((after - self.start_time) / self.period) - nxt
+                stats.missed += skip
+                nxt += skip
+            n = nxt

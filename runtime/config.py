@@ -1,0 +1,123 @@
+"""config.toml -> typed settings. Every default lives here and, commented, in config.toml.
+
+Unknown keys and wrong types are errors that name the key (``model.threads: expected int, got
+'two'``), never a traceback from deep inside the runtime.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+from runtime.keyframes.language import DEFAULT_ALIASES, DEFAULT_PRESETS
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class ModelConfig:
+    name: str = "smollm2-135m"  # a known model name or a path to a .gguf
+    lora_path: str = ""  # GGUF LoRA adapter applied on top; "" for none
+    threads: int = 0  # 0 = pick from the core count
+    context: int = 2048
+    max_tokens: int = 96  # per line; bounds a runaway generation
+    gpu_layers: int = 0  # layers offloaded to a GPU when llama.cpp was built with one
+    timeout: float = 10.0  # seconds a line may generate before it is ended gracefully
+
+
+@dataclass
+class KeyframesConfig:
+    max_keyframes: int = 8
+    max_items: int = 2
+    raw_channels: bool = False  # offer raw ARKit names to the model too
+
+
+@dataclass
+class AnimationConfig:
+    fps: float = 60.0
+    attack: float = 0.2  # seconds from the current face to the line's first keyframe
+    release: float = 0.6  # seconds from the last keyframe back to rest
+    interpolator: str = "spline"  # "spline" or "learned"
+    spin_ms: float = 1.5  # the clock spins this long before each deadline for even pacing
+
+
+@dataclass
+class LiveLinkConfig:
+    device_id: str = "KeyframeFace-0000-0000-0000-000000000000"  # 36 bytes, like the phone's UUID
+    subject: str = "KeyframeFace"
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    keyframes: KeyframesConfig = field(default_factory=KeyframesConfig)
+    animation: AnimationConfig = field(default_factory=AnimationConfig)
+    livelink: LiveLinkConfig = field(default_factory=LiveLinkConfig)
+    sinks: list[str] = field(default_factory=list)
+    presets: dict[str, dict[str, float]] = field(default_factory=lambda: {
+        k: dict(v) for k, v in DEFAULT_PRESETS.items()})
+    aliases: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_ALIASES))
+
+
+def _check(value: Any, typ: Any, key: str) -> Any:
+    origin = get_origin(typ)
+    if dataclasses.is_dataclass(typ):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a table, got {value!r}")
+        return _build(typ, value, key)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (item,) = get_args(typ)
+        return [_check(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a table, got {value!r}")
+        _, item = get_args(typ)
+        return {k: _check(v, item, f"{key}.{k}") for k, v in value.items()}
+    if typ is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if typ is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if typ in (str, bool) and not isinstance(value, typ):
+        raise ConfigError(f"{key}: expected {typ.__name__}, got {value!r}")
+    return value
+
+
+def _build(cls: type, data: dict, prefix: str = "") -> Any:
+    hints = get_type_hints(cls)
+    kwargs = {}
+    for k, v in data.items():
+        key = f"{prefix}.{k}" if prefix else k
+        if k not in hints:
+            raise ConfigError(f"{key}: unknown setting (known: {', '.join(hints)})")
+        kwargs[k] = _check(v, hints[k], key)
+    return cls(**kwargs)
+
+
+def load(path: str | Path | None = None) -> Config:
+    """Read a config.toml (missing keys take their defaults); no path = all defaults."""
+    if path is None:
+        return Config()
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    cfg = _build(Config, data)
+    if data.get("presets") is not None:  # user presets extend the defaults
+        cfg.presets = {**Config().presets, **cfg.presets}
+    if data.get("aliases") is not None:
+        cfg.aliases = {**Config().aliases, **cfg.aliases}
+    return cfg
