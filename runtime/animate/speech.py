@@ -1,0 +1,466 @@
+"""The speech layer: the words of a line -> jaw and lip poses in time with the voice.
+
+Words become phonemes (:mod:`runtime.animate.phonemes`), phonemes become timed segments, and each
+segment pulls the mouth toward its viseme's ARKit pose with a dominance function (Cohen & Massaro
+1993): a plateau over the segment that decays before it (anticipation) and after it (carry-over).
+The pose at time t is the dominance-weighted mean of the nearby targets, which is what gives
+coarticulation: a "t" before "oo" is already rounded, a schwa between two "b"s barely opens.
+Bilabials (p, b, m) dominate strongly and briefly, so the lips meet at the start of the sound,
+where a word timing from a TTS engine puts it.
+
+Timing, best source first: word timings from the TTS engine (``[{"word": "hello", "start": 0.0,
+"end": 0.32}, ...]``, seconds from the audio's start), else the total duration of the audio, else
+a speaking-rate model; ``start`` shifts all of it to where the audio starts in the line.
+
+Everything is vectorised: a frame is a (frames x window) dominance matrix times a (window x
+channels) target stack, for a whole render or one streaming sample alike, so both give the same
+numbers.
+
+    plan = SpeechPlan.from_text("Hello there.", words=None, duration=None, start=0.2)
+    mouth = plan.render(60)            # float32[n, 61]: NaN where speech does not drive
+    frames = compose(expression, mouth, plan.weight(60))
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from runtime import channels
+from runtime.animate import phonemes as ph
+
+# -- channels -------------------------------------------------------------------------------------
+# Owned: while speaking, speech replaces the expression here. Additive: speech adds to it (a spread
+# vowel adds a little smile; the expression's smile stays).
+_OWNED_NAMES = ("JawOpen", "JawForward", "MouthClose", "MouthFunnel", "MouthPucker", "MouthRollLower",
+                "MouthRollUpper", "MouthShrugLower", "MouthShrugUpper", "MouthPress", "MouthLowerDown",
+                "MouthUpperUp", "MouthStretch", "TongueOut")
+_ADDITIVE_NAMES = ("MouthSmile",)
+
+
+def _idx(names: Iterable[str]) -> np.ndarray:
+    return np.array([i for n in names for i in channels.indices(n)], dtype=np.intp)
+
+
+OWNED = np.zeros(channels.COUNT, dtype=bool)
+OWNED[_idx(_OWNED_NAMES)] = True
+ADDITIVE = np.zeros(channels.COUNT, dtype=bool)
+ADDITIVE[_idx(_ADDITIVE_NAMES)] = True
+MASK = OWNED | ADDITIVE  # every channel the layer drives
+DRIVEN = np.flatnonzero(MASK)  # column order of the compact pose vectors below
+K = len(DRIVEN)
+_COL = {int(c): k for k, c in enumerate(DRIVEN)}
+JAW, CLOSE = channels.INDEX["JawOpen"], channels.INDEX["MouthClose"]
+
+
+def _pose(**values: float) -> np.ndarray:
+    v = np.zeros(K, dtype=np.float64)
+    for name, x in values.items():
+        for i in channels.indices(name):
+            v[_COL[i]] = x
+    return v
+
+
+# -- visemes --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Viseme:
+    pose: np.ndarray  # float64[K], in DRIVEN order
+    alpha: float  # dominance strength: how hard this sound insists on its shape
+    before: float  # seconds: how early the shape is anticipated (dominance 1/e that far before)
+    after: float  # seconds: how long it lingers after the sound
+
+
+def _v(alpha: float, before: float, after: float, **pose: float) -> Viseme:
+    return Viseme(_pose(**pose), alpha, before, after)
+
+
+# Lips touch when JawOpen - MouthClose <= 0.05 (ARKit's MouthClose closes the lips over an open
+# jaw); the bilabial pose sits below that with margin, open vowels well above 0.15.
+VISEMES: dict[str, Viseme] = {
+    "sil": _v(1.0, 0.05, 0.05),
+    "PP": _v(16.0, 0.03, 0.02, JawOpen=0.05, MouthClose=0.09, MouthPress=0.35, MouthRollLower=0.12,
+             MouthRollUpper=0.08),
+    "MM": _v(16.0, 0.03, 0.02, JawOpen=0.04, MouthClose=0.07, MouthPress=0.2, MouthRollLower=0.08),
+    "FF": _v(6.0, 0.03, 0.025, JawOpen=0.08, MouthClose=0.02, MouthRollLower=0.55, MouthUpperUp=0.25,
+             MouthShrugUpper=0.1),
+    "TH": _v(2.0, 0.03, 0.03, JawOpen=0.12, TongueOut=0.12, MouthUpperUp=0.08),
+    "SS": _v(1.5, 0.04, 0.03, JawOpen=0.06, MouthStretch=0.25, MouthUpperUp=0.12, MouthLowerDown=0.12),
+    "SH": _v(3.0, 0.05, 0.04, JawOpen=0.1, MouthFunnel=0.45, MouthPucker=0.25, MouthShrugUpper=0.2,
+             MouthUpperUp=0.1),
+    "DD": _v(0.6, 0.04, 0.04, JawOpen=0.12, MouthStretch=0.1),
+    "NN": _v(0.5, 0.04, 0.04, JawOpen=0.1, MouthStretch=0.08),
+    "LL": _v(0.5, 0.04, 0.04, JawOpen=0.16),
+    "KK": _v(0.5, 0.04, 0.04, JawOpen=0.14),
+    "HH": _v(0.2, 0.04, 0.04, JawOpen=0.18),
+    "RR": _v(1.2, 0.06, 0.04, JawOpen=0.1, MouthPucker=0.3, MouthFunnel=0.2),
+    "WW": _v(3.0, 0.08, 0.04, JawOpen=0.05, MouthPucker=0.75, MouthFunnel=0.35),
+    "YY": _v(0.8, 0.04, 0.04, JawOpen=0.08, MouthStretch=0.25, MouthSmile=0.08),
+    # vowels
+    "AA": _v(1.5, 0.06, 0.06, JawOpen=0.55, MouthLowerDown=0.2),
+    "AE": _v(1.5, 0.06, 0.06, JawOpen=0.45, MouthStretch=0.3, MouthUpperUp=0.15, MouthLowerDown=0.2),
+    "AH": _v(1.2, 0.06, 0.06, JawOpen=0.4, MouthLowerDown=0.12),
+    "AO": _v(1.5, 0.06, 0.06, JawOpen=0.45, MouthFunnel=0.35, MouthPucker=0.15),
+    "EH": _v(1.2, 0.06, 0.06, JawOpen=0.32, MouthStretch=0.25, MouthLowerDown=0.15),
+    "ER": _v(1.2, 0.06, 0.06, JawOpen=0.2, MouthFunnel=0.3, MouthPucker=0.25),
+    "IH": _v(1.0, 0.06, 0.06, JawOpen=0.2, MouthStretch=0.3),
+    "IY": _v(1.2, 0.06, 0.06, JawOpen=0.12, MouthStretch=0.45, MouthSmile=0.15),
+    "UH": _v(1.2, 0.06, 0.06, JawOpen=0.2, MouthPucker=0.45, MouthFunnel=0.3),
+    "UW": _v(2.0, 0.08, 0.06, JawOpen=0.12, MouthPucker=0.8, MouthFunnel=0.45),
+    "OW": _v(1.5, 0.07, 0.06, JawOpen=0.35, MouthFunnel=0.5, MouthPucker=0.35),
+}
+
+# Phoneme -> viseme(s). Diphthongs glide: two segments sharing the phoneme's time (fractions).
+PHONEME_VISEMES: dict[str, tuple[tuple[str, float], ...]] = {
+    "P": (("PP", 1.0),), "B": (("PP", 1.0),), "M": (("MM", 1.0),),
+    "F": (("FF", 1.0),), "V": (("FF", 1.0),), "TH": (("TH", 1.0),), "DH": (("TH", 1.0),),
+    "S": (("SS", 1.0),), "Z": (("SS", 1.0),), "SH": (("SH", 1.0),), "ZH": (("SH", 1.0),),
+    "CH": (("SH", 1.0),), "JH": (("SH", 1.0),), "T": (("DD", 1.0),), "D": (("DD", 1.0),),
+    "N": (("NN", 1.0),), "L": (("LL", 1.0),), "K": (("KK", 1.0),), "G": (("KK", 1.0),),
+    "NG": (("KK", 1.0),), "HH": (("HH", 1.0),), "R": (("RR", 1.0),), "W": (("WW", 1.0),),
+    "Y": (("YY", 1.0),),
+    "AA": (("AA", 1.0),), "AE": (("AE", 1.0),), "AH": (("AH", 1.0),), "AO": (("AO", 1.0),),
+    "EH": (("EH", 1.0),), "ER": (("ER", 1.0),), "IH": (("IH", 1.0),), "IY": (("IY", 1.0),),
+    "UH": (("UH", 1.0),), "UW": (("UW", 1.0),), "OW": (("OW", 0.6), ("UH", 0.4)),
+    "AW": (("AA", 0.6), ("UH", 0.4)), "AY": (("AA", 0.6), ("IY", 0.4)), "EY": (("EH", 0.6), ("IY", 0.4)),
+    "OY": (("AO", 0.5), ("IY", 0.5)),
+}
+
+# Vowel groups for the measures and tests.
+OPEN_VOWELS = frozenset({"AA", "AE", "AH", "AO", "AW", "AY"})
+ROUNDED_VOWELS = frozenset({"UW", "UH", "OW"})
+BILABIALS = frozenset({"P", "B", "M"})
+
+# Intrinsic durations (seconds) at the normal rate, about 165 words a minute (after Klatt 1979).
+DURATIONS: dict[str, float] = {
+    "AA": 0.13, "AE": 0.13, "AH": 0.09, "AO": 0.13, "AW": 0.16, "AY": 0.16, "EH": 0.10, "ER": 0.12,
+    "EY": 0.14, "IH": 0.08, "IY": 0.11, "OW": 0.14, "OY": 0.17, "UH": 0.08, "UW": 0.12,
+    "P": 0.08, "B": 0.07, "T": 0.07, "D": 0.06, "K": 0.08, "G": 0.07, "CH": 0.10, "JH": 0.09,
+    "F": 0.09, "V": 0.06, "TH": 0.09, "DH": 0.04, "S": 0.10, "Z": 0.08, "SH": 0.11, "ZH": 0.08,
+    "HH": 0.06, "M": 0.07, "N": 0.06, "NG": 0.07, "L": 0.06, "R": 0.06, "W": 0.06, "Y": 0.05,
+}
+UNSTRESSED = 0.6  # duration and jaw factor of an unstressed vowel (a schwa is short and closed)
+PHRASE_FINAL = 1.4  # the last sound before a pause is drawn out
+MIN_GAP = 0.1  # seconds: a shorter gap between timed words is not a pause
+WINDOW = 4  # segments either side of the current one that can influence a frame
+RAMP_IN, RAMP_OUT, MERGE = 0.12, 0.18, 0.4  # speech weight envelope (seconds)
+
+_VIS_NAMES = tuple(VISEMES)
+_VIS_POSE = np.stack([VISEMES[v].pose for v in _VIS_NAMES])
+_VIS_PARAMS = np.array([[VISEMES[v].alpha, VISEMES[v].before, VISEMES[v].after] for v in _VIS_NAMES])
+_VIS_ID = {v: i for i, v in enumerate(_VIS_NAMES)}
+_JAWCOL = _COL[JAW]
+
+
+@dataclass(frozen=True)
+class Phone:
+    """One timed phoneme, in line time (seconds)."""
+
+    phoneme: str  # ARPAbet with stress digit, e.g. "AA1"
+    start: float
+    end: float
+    word: int  # index into SpeechPlan.words
+
+
+@dataclass(frozen=True)
+class Word:
+    text: str
+    start: float
+    end: float
+
+
+def _check_number(value: object, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{what} must be a number of seconds, not {type(value).__name__} {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{what} must be finite, not {value!r}")
+    return float(value)
+
+
+def validate_words(words: object) -> list[tuple[str, float, float]]:
+    """Check TTS word timings; raise ValueError naming the first bad entry and what is wrong."""
+    if not isinstance(words, list | tuple):
+        raise ValueError(f"words must be a list of {{\"word\", \"start\", \"end\"}} objects, "
+                         f"not {type(words).__name__}")
+    out: list[tuple[str, float, float]] = []
+    prev = -math.inf
+    for i, w in enumerate(words):
+        where = f"words[{i}]"
+        if not isinstance(w, dict):
+            raise ValueError(f"{where} must be an object with \"word\", \"start\", \"end\", "
+                             f"not {type(w).__name__} {w!r}")
+        missing = [k for k in ("word", "start", "end") if k not in w]
+        if missing:
+            raise ValueError(f"{where} lacks {', '.join(map(repr, missing))}: {w!r}")
+        if not isinstance(w["word"], str):
+            raise ValueError(f"{where}.word must be a string, not {type(w['word']).__name__}")
+        start = _check_number(w["start"], f"{where}.start")
+        end = _check_number(w["end"], f"{where}.end")
+        if start < 0:
+            raise ValueError(f"{where}.start is negative ({start}); times are seconds from the audio's start")
+        if end < start:
+            raise ValueError(f"{where} ({w['word']!r}) ends ({end}) before it starts ({start})")
+        if start < prev:
+            raise ValueError(f"{where} ({w['word']!r}) starts at {start}, before words[{i - 1}] "
+                             f"(at {prev}); words must be in time order")
+        prev = start
+        out.append((w["word"], start, end))
+    return out
+
+
+def _durations(phones: Sequence[str]) -> np.ndarray:
+    d = np.empty(len(phones))
+    for i, p in enumerate(phones):
+        base, stress = ph.split(p)
+        d[i] = DURATIONS.get(base, 0.08) * (UNSTRESSED if stress == 0 else 1.0)
+    return d
+
+
+@dataclass
+class SpeechPlan:
+    """A line's timed phonemes and the dominance segments that animate them."""
+
+    words: list[Word]
+    phones: list[Phone]
+    source: str  # "words" | "duration" | "rate": where the timing came from
+    start: float = 0.0
+    # segments (diphthongs split, silences added), in line time
+    seg_start: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    seg_end: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    seg_pose: np.ndarray = field(default_factory=lambda: np.zeros((0, K)))
+    seg_params: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+    _env_t: np.ndarray = field(default_factory=lambda: np.zeros(2))
+    _env_w: np.ndarray = field(default_factory=lambda: np.zeros(2))
+
+    mask = MASK
+
+    # -- building ---------------------------------------------------------------------------------
+    @classmethod
+    def from_text(cls, text: str = "", words: object = None, duration: float | None = None,
+                  start: float = 0.0, rate: float = 1.0) -> SpeechPlan:
+        """Plan the mouth for a line.
+
+        ``words``: TTS word timings (seconds from the audio's start); when given, their spellings
+        are what is pronounced and ``text`` is not used. ``duration``: seconds of audio, when
+        there are no word timings. Otherwise ``rate`` (1 = about 165 words a minute) sets the pace.
+        ``start``: where the audio starts in the line's time.
+        """
+        start = _check_number(start, "start")
+        if rate is not None:
+            rate = _check_number(rate, "rate")
+            if rate <= 0:
+                raise ValueError(f"rate must be positive, not {rate}")
+        if duration is not None:
+            duration = _check_number(duration, "duration")
+            if duration <= 0:
+                raise ValueError(f"duration must be positive seconds, not {duration}")
+        if words is not None:
+            return cls._from_words(validate_words(words), start)
+        if not isinstance(text, str):
+            raise ValueError(f"text must be a string, not {type(text).__name__}")
+        return cls._from_rate(text, duration, start, rate)
+
+    @classmethod
+    def _from_words(cls, timed: list[tuple[str, float, float]], start: float) -> SpeechPlan:
+        words: list[Word] = []
+        phones: list[Phone] = []
+        for i, (text, t0, t1) in enumerate(timed):
+            seq = [p for tok in ph.tokenize(text) if tok.kind == "word" for p in ph.pronounce(tok.text)]
+            # a gap shorter than MIN_GAP before the next word is part of this one, not a pause
+            nxt = timed[i + 1][1] if i + 1 < len(timed) else math.inf
+            if t1 < nxt < t1 + MIN_GAP:
+                t1 = nxt
+            t1 = min(t1, nxt)  # overlapping TTS words: the next word wins
+            words.append(Word(text, start + t0, start + t1))
+            if not seq or t1 <= t0:
+                continue
+            d = _durations(seq)
+            edges = t0 + (t1 - t0) * np.concatenate([[0.0], np.cumsum(d) / d.sum()])
+            phones += [Phone(p, start + a, start + b, len(words) - 1)
+                       for p, a, b in zip(seq, edges[:-1].tolist(), edges[1:].tolist())]
+        return cls._build(words, phones, "words", start)
+
+    @classmethod
+    def _from_rate(cls, text: str, duration: float | None, start: float, rate: float) -> SpeechPlan:
+        # (word, phonemes, pause after) with leading pauses dropped
+        items: list[tuple[str, list[str], float]] = []
+        for tok in ph.tokenize(text):
+            if tok.kind == "pause":
+                if items:
+                    w, seq, p = items[-1]
+                    items[-1] = (w, seq, p + tok.pause)
+                continue
+            seq = ph.pronounce(tok.text)
+            if seq:
+                items.append((tok.text, seq, 0.0))
+        if items:  # no pause after the last word: the audio ends with it
+            items[-1] = (items[-1][0], items[-1][1], 0.0)
+        durs = []
+        for _, seq, pause in items:
+            d = _durations(seq)
+            if pause > 0:
+                d[-1] *= PHRASE_FINAL
+            durs.append(d)
+        total = sum(float(d.sum()) + p for d, (_, _, p) in zip(durs, items))
+        scale = (duration / total) if (duration is not None and total > 0) else 1.0 / rate
+        words: list[Word] = []
+        phones: list[Phone] = []
+        t = start
+        for d, (text_w, seq, pause) in zip(durs, items):
+            edges = t + np.concatenate([[0.0], np.cumsum(d * scale)])
+            words.append(Word(text_w, float(edges[0]), float(edges[-1])))
+            phones += [Phone(p, a, b, len(words) - 1)
+                       for p, a, b in zip(seq, edges[:-1].tolist(), edges[1:].tolist())]
+            t = float(edges[-1]) + pause * scale
+        return cls._build(words, phones, "duration" if duration is not None else "rate", start)
+
+    @classmethod
+    def _build(cls, words: list[Word], phones: list[Phone], source: str, start: float) -> SpeechPlan:
+        starts: list[float] = []
+        ends: list[float] = []
+        vis: list[int] = []
+        jaw: list[float] = []
+        sil = _VIS_ID["sil"]
+
+        def add(a: float, b: float, v: int, j: float = 1.0) -> None:
+            starts.append(a)
+            ends.append(b)
+            vis.append(v)
+            jaw.append(j)
+
+        first = phones[0].start if phones else start
+        add(first - 10.0, first, sil)  # rest before speech (long, so any earlier time finds it)
+        for k, p in enumerate(phones):
+            if k and p.start > phones[k - 1].end:
+                add(phones[k - 1].end, p.start, sil)  # a pause between words
+            base, stress = ph.split(p.phoneme)
+            j = UNSTRESSED if stress == 0 else 1.0
+            a = p.start
+            for name, frac in PHONEME_VISEMES.get(base, (("NN", 1.0),)):
+                b = a + frac * (p.end - p.start)
+                add(a, b, _VIS_ID[name], j)
+                a = b
+        last = phones[-1].end if phones else start
+        add(last, last + 10.0, sil)
+        v = np.array(vis, dtype=np.intp)
+        pose = _VIS_POSE[v].copy()
+        pose[:, _JAWCOL] *= np.array(jaw)
+        plan = cls(words, phones, source, start, np.array(starts), np.array(ends), pose, _VIS_PARAMS[v])
+        # speech weight: 1 while talking (short pauses included), ramping at the edges of each stretch
+        bt: list[float] = []
+        bw: list[float] = []
+        if phones:
+            runs = [[phones[0].start, phones[0].end]]
+            for p in phones[1:]:
+                if p.start - runs[-1][1] < MERGE:
+                    runs[-1][1] = max(runs[-1][1], p.end)
+                else:
+                    runs.append([p.start, p.end])
+            for a, b in runs:
+                bt += [a - RAMP_IN, a - 0.02, b + 0.02, b + RAMP_OUT]
+                bw += [0.0, 1.0, 1.0, 0.0]
+        plan._env_t = np.array(bt or [0.0, 1.0])
+        plan._env_w = np.array(bw or [0.0, 0.0])
+        return plan
+
+    # -- times ------------------------------------------------------------------------------------
+    @property
+    def end(self) -> float:
+        """Line time of the last sound (the start offset if there is nothing to say)."""
+        return self.phones[-1].end if self.phones else self.start
+
+    @property
+    def duration(self) -> float:
+        """Line time until the mouth is back at rest: the last sound plus the release ramp."""
+        return self.end + RAMP_OUT if self.phones else 0.0
+
+    def frames(self, fps: float) -> int:
+        return int(math.floor(self.duration * fps + 1e-9)) + 1
+
+    # -- evaluating -------------------------------------------------------------------------------
+    def _poses(self, t: np.ndarray) -> np.ndarray:
+        """Compact poses (n x K) at line times t: dominance-weighted mean of nearby targets."""
+        m = len(self.seg_start)
+        t = np.clip(t, self.seg_start[0], self.seg_end[-1])  # beyond the outer rests: rest
+        j = np.searchsorted(self.seg_start, t, side="right") - 1
+        idx = j[:, None] + np.arange(-WINDOW, WINDOW + 1)
+        valid = (idx >= 0) & (idx < m)
+        idx = np.clip(idx, 0, m - 1)
+        alpha, before, after = (self.seg_params[idx, c] for c in range(3))
+        tt = t[:, None]
+        dist = np.maximum((self.seg_start[idx] - tt) / before, 0.0) + np.maximum((tt - self.seg_end[idx]) / after, 0.0)
+        dom = alpha * np.exp(-dist * dist) * valid
+        dom /= dom.sum(axis=1, keepdims=True)
+        return np.einsum("nw,nwk->nk", dom, self.seg_pose[idx])
+
+    def times(self, fps: float, n: int | None = None) -> np.ndarray:
+        return np.arange(self.frames(fps) if n is None else n) / float(fps)
+
+    def render(self, fps: float, n: int | None = None) -> np.ndarray:
+        """float32[n, 61] mouth track, frame i at line time i/fps; NaN on channels not driven.
+
+        ``n`` defaults to :meth:`frames` (through the release); pass the expression track's length
+        to get tracks that line up.
+        """
+        t = self.times(fps, n)
+        out = np.full((len(t), channels.COUNT), np.nan, dtype=np.float32)
+        out[:, DRIVEN] = self._poses(t)
+        return out
+
+    def weight(self, fps: float | None = None, n: int | None = None, *, t: np.ndarray | None = None) -> np.ndarray:
+        """float32[n]: how much speech owns the mouth at each frame (0 before, 1 while talking)."""
+        if t is None:
+            t = self.times(fps, n)
+        return np.interp(t, self._env_t, self._env_w).astype(np.float32)
+
+    def sample(self, t: float, out: np.ndarray) -> float:
+        """Write the mouth pose at line time t into ``out`` (float32[61], driven channels only);
+        return the speech weight there. For the frame clock: a few tens of microseconds."""
+        tt = np.array([t], dtype=np.float64)
+        out[DRIVEN] = self._poses(tt)[0]
+        return float(np.interp(t, self._env_t, self._env_w))
+
+    def apply(self, expression: np.ndarray, fps: float) -> np.ndarray:
+        """Offline: compose this line's mouth over an expression track (float32[n, 61])."""
+        n = len(expression)
+        return compose(expression, self.render(fps, n), self.weight(fps, n))
+
+    def apply_at(self, t: float, frame: np.ndarray, scratch: np.ndarray | None = None) -> np.ndarray:
+        """Streaming: compose the mouth at line time t over ``frame`` in place."""
+        s = np.full(channels.COUNT, np.nan, dtype=np.float32) if scratch is None else scratch
+        w = self.sample(t, s)
+        compose(frame, s, w, out=frame)
+        return frame
+
+
+def compose(expression: np.ndarray, speech: np.ndarray, weight: float | np.ndarray | None = None,
+            mask: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
+    """Speech over expression, every channel clamped to its range.
+
+    ``expression``: float32[61] or [n, 61]; ``speech``: [61] or [n, 61], NaN where it has nothing
+    to say; ``weight``: scalar or [n], how much speech owns the mouth (default 1); ``mask``:
+    bool[61], the channels speech may touch (default :data:`MASK`). Owned channels (jaw, lips)
+    blend from expression to speech by the weight; additive ones (smile) add speech on top of the
+    expression, so a smile stays while talking; brows, eyes, cheeks and head are the expression's.
+    """
+    expression = np.asarray(expression, dtype=np.float32)
+    speech = np.asarray(speech, dtype=np.float32)
+    use = (MASK if mask is None else (np.asarray(mask, dtype=bool) & MASK)) & ~np.isnan(speech)
+    s = np.where(use, speech, 0.0)
+    e = expression
+    delta = np.where(OWNED, s - e, s) * use
+    w = np.float32(1.0) if weight is None else np.asarray(weight, dtype=np.float32)
+    if w.ndim == 1:
+        w = w[:, None]
+    res = e + w * delta
+    if out is None:
+        out = np.empty(np.broadcast_shapes(e.shape, s.shape), dtype=np.float32)
+    out[...] = res
+    return channels.clamp(out, out=out)
+
+
+def warm() -> None:
+    """Load the pronouncing dictionary now (about half a second), so the first line does not wait."""
+    ph.load()
