@@ -47,11 +47,7 @@ def _request(args: argparse.Namespace) -> LineRequest:
     return LineRequest(text=text, context=args.context or "", emotion=args.emotion or "")
 
 
-def _load(args: argparse.Namespace):
-    from runtime import assemble
-    from runtime.generate.llama import GenerationError
-    from runtime.generate.models import ModelNotFound
-
+def _config(args: argparse.Namespace) -> config_mod.Config:
     cfg = config_mod.load(args.config)
     if getattr(args, "model", None):
         cfg.model.name = args.model
@@ -59,12 +55,25 @@ def _load(args: argparse.Namespace):
         cfg.model.lora_path = args.lora
     if getattr(args, "fps", None):
         cfg.animation.fps = args.fps
+    return cfg
+
+
+def _backend(cfg: config_mod.Config):
+    from runtime import assemble
+    from runtime.generate.llama import GenerationError
+    from runtime.generate.models import ModelNotFound
+
     lang = assemble.language(cfg)
     try:
         backend = assemble.backend(cfg, lang)
     except (ModelNotFound, GenerationError, ValueError) as e:
         raise UserError(str(e)) from None
-    return cfg, lang, backend
+    return lang, backend
+
+
+def _load(args: argparse.Namespace):
+    cfg = _config(args)
+    return (cfg, *_backend(cfg))
 
 
 # -- keyframes ------------------------------------------------------------------------------------
@@ -101,13 +110,19 @@ def cmd_say(args: argparse.Namespace) -> int:
     from runtime.sinks.fanout import Fanout
 
     req = _request(args)
-    cfg, lang, backend = _load(args)
+    cfg = _config(args)
     if not args.sink and not cfg.sinks:
         raise UserError("no sink: add --sink livelink://127.0.0.1:11111 (or csv:take.csv)")
     try:
         sinks = assemble.sinks(cfg, args.sink or [])
     except SinkError as e:
         raise UserError(str(e)) from None
+    try:
+        lang, backend = _backend(cfg)
+    except UserError:
+        for s in sinks:
+            s.close()
+        raise
     warm_up()
     fanout = Fanout(sinks)
     a = cfg.animation

@@ -1,0 +1,130 @@
+"""The avatar's two threads with a scripted model: late keys, a dying model, a hung model."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from runtime import channels
+from runtime.avatar import Avatar
+from runtime.generate.prompt import LineRequest
+from runtime.keyframes.language import Language
+from runtime.sinks.base import Sink
+from runtime.sinks.fanout import Fanout
+
+
+class Recorder(Sink):
+    scheme = "memory"
+
+    def __init__(self):
+        super().__init__()
+        self.frames = []
+
+    def send(self, frame, number, t):
+        self.frames.append(frame.copy())
+
+
+class Scripted:
+    """A backend that writes given text pieces with given delays (seconds) before each."""
+
+    def __init__(self, pieces, fail_after=None, hang=False):
+        self.pieces = pieces
+        self.fail_after = fail_after
+        self.hang = hang
+
+    def stream(self, req, cancel=None):
+        for i, (delay, text) in enumerate(self.pieces):
+            if self.fail_after is not None and i == self.fail_after:
+                raise RuntimeError("model died")
+            end = time.monotonic() + delay
+            while time.monotonic() < end:
+                if cancel is not None and cancel.is_set():
+                    return
+                time.sleep(0.005)
+            yield text, 1
+        while self.hang and not (cancel is not None and cancel.is_set()):
+            time.sleep(0.01)
+
+
+def run(avatar, frames_max=600):
+    """Drive ticks by hand (1/60 s of real time each) until the avatar is idle."""
+    events = []
+    for n in range(frames_max):
+        avatar.tick(n, n / 60)
+        time.sleep(1 / 60)
+        if n > 5 and avatar.idle:
+            break
+    return events
+
+
+def make(backend, **kw):
+    sink = Recorder()
+    events = []
+    av = Avatar("a", backend, Language(), Fanout([sink]), on_event=events.append, **kw)
+    return av, sink, events
+
+
+def test_line_plays_keys_as_they_arrive_and_returns_to_rest():
+    av, sink, events = make(Scripted([(0.05, "2 joy 9\n"), (0.4, "3 surprise 9\n")]))
+    av.say(LineRequest("hi"))
+    run(av)
+    frames = np.array(sink.frames)
+    smile = frames[:, channels.INDEX["MouthSmileLeft"]]
+    assert smile.max() > 0.8
+    assert np.abs(np.diff(frames, axis=0)).max() < 0.15  # no pop, even with the late second key
+    assert (frames[-1] == 0).all()
+    assert [e["type"] for e in events] == ["keyframe", "keyframe", "done"]
+    av.close()
+
+
+def test_model_that_dies_ends_the_line_and_the_next_line_works():
+    av, sink, events = make(Scripted([(0.0, "2 anger 9\n"), (0.0, "3 anger 9\n")], fail_after=1))
+    av.say(LineRequest("first"))
+    run(av)
+    assert events[-1]["type"] == "done" and "model died" in events[-1]["error"]
+    av.backend = Scripted([(0.0, "2 joy 9\n")])
+    av.say(LineRequest("second"))
+    run(av)
+    assert events[-1] == {"type": "done", "id": "a-2", "avatar": "a"}
+    assert (sink.frames[-1] == 0).all()
+    av.close()
+
+
+def test_hung_model_times_out_gracefully():
+    av, sink, events = make(Scripted([(0.0, "2 fear 9\n")], hang=True), timeout=0.5)
+    av.say(LineRequest("stuck"))
+    t0 = time.monotonic()
+    run(av)
+    assert time.monotonic() - t0 < 3
+    assert "timed out" in events[-1]["error"]
+    assert (sink.frames[-1] == 0).all()
+    av.close()
+
+
+def test_tick_never_waits_on_a_slow_model():
+    gate = threading.Event()
+
+    class Blocked:
+        def stream(self, req, cancel=None):
+            gate.wait(5)
+            yield "2 joy 5\n", 1
+
+    av, sink, _ = make(Blocked())
+    av.say(LineRequest("x"))
+    t0 = time.perf_counter()
+    for n in range(60):
+        av.tick(n, n / 60)
+    assert time.perf_counter() - t0 < 0.5
+    gate.set()
+    av.close()
+
+
+def test_too_many_lines_is_an_error_not_a_wait():
+    import queue
+
+    av, _, _ = make(Scripted([(1.0, "2 joy 5\n")]), max_lines=2)
+    with pytest.raises(queue.Full):
+        for _ in range(5):
+            av.say(LineRequest("x"))
+    av.close()

@@ -1,0 +1,41 @@
+import time
+
+from runtime.clock import FrameClock
+
+
+def test_frames_follow_absolute_deadlines():
+    seen = []
+
+    def tick(n, t):
+        seen.append((n, t, time.perf_counter()))
+        return n < 29
+
+    clock = FrameClock(60.0, tick).start()
+    clock.join(5)
+    assert [n for n, _, _ in seen] == list(range(30))
+    assert all(abs(t - n / 60.0) < 1e-12 for n, t, _ in seen)
+    # absolute deadlines: frame 29 is due 29/60 s after the start, whatever the jitter before it
+    assert abs(seen[-1][2] - clock.start_time - 29 / 60) < 0.02
+
+
+def test_overrun_skips_deadlines_and_counts_them():
+    seen = []
+
+    def tick(n, t):
+        seen.append(n)
+        if n == 3:
+            time.sleep(0.1)  # six frames' worth
+        return n < 12
+
+    clock = FrameClock(60.0, tick).start()
+    clock.join(5)
+    assert clock.stats.missed >= 4
+    assert seen[4] - seen[3] == clock.stats.missed + 1  # frame numbers still follow wall time
+
+
+def test_stop_from_outside():
+    clock = FrameClock(60.0, lambda n, t: None).start()
+    time.sleep(0.1)
+    clock.stop()
+    assert not clock.running
+    assert 3 <= clock.stats.frames <= 10
