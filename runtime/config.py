@@ -48,8 +48,46 @@ class AnimationConfig:
 
 @dataclass
 class LiveLinkConfig:
-    device_id: str = "KeyframeFace-0000-0000-0000-000000000000"  # 36 bytes, like the phone's UUID
+    device_id: str = "6b657966-7261-6d65-6661-636500000001"  # 36 bytes, like the phone's UUID
     subject: str = "KeyframeFace"
+
+
+@dataclass
+class VmcConfig:
+    head: bool = True  # send head rotation as /VMC/Ext/Bone/Pos "Head"
+    head_position: list[float] = field(default_factory=lambda: [0.0, 0.06, 0.0])  # neck->head, metres
+
+
+@dataclass
+class VrchatConfig:
+    prefix: str = ""  # put before each default parameter name, e.g. "FT/"
+    names: dict[str, str] = field(default_factory=dict)  # ARKit channel -> parameter; {} = 52 shapes
+    bundle: bool = False  # pack the messages into OSC bundles instead of one datagram each
+
+
+@dataclass
+class OscConfig:
+    address: str = "/keyframeface/frame"  # one message of 61 floats per frame at this address
+    template: str = ""  # or one address per channel, e.g. "/face/{name}" ({name}, {camel}, {index})
+    bundle: bool = True  # per-channel messages in bundles (<= 1500 bytes) rather than one each
+
+
+@dataclass
+class WebSocketConfig:
+    format: str = "json"  # "json" or "binary"; a client may pick with ?format= or a subscribe message
+    queue: int = 8  # frames buffered per client; a slow client loses its own oldest frames
+
+
+@dataclass
+class VtubeStudioConfig:
+    token_path: str = "~/.config/keyframeface/vtubestudio-token.json"
+    plugin_name: str = "KeyframeFace"
+    plugin_developer: str = "KeyframeFace Runtime"
+    custom: list[str] = field(default_factory=list)  # ARKit channels as custom parameters; ["all"] = 52
+    prefix: str = ""  # put before custom parameter names
+    gains: dict[str, float] = field(default_factory=dict)  # parameter -> factor, e.g. FaceAngleX = -1
+    mode: str = "set"  # "set" owns a parameter; "add" shares it with other plugins
+    keepalive: float = 0.5  # resend the last values after this many seconds without a frame
 
 
 @dataclass
@@ -58,6 +96,11 @@ class Config:
     keyframes: KeyframesConfig = field(default_factory=KeyframesConfig)
     animation: AnimationConfig = field(default_factory=AnimationConfig)
     livelink: LiveLinkConfig = field(default_factory=LiveLinkConfig)
+    vmc: VmcConfig = field(default_factory=VmcConfig)
+    vrchat: VrchatConfig = field(default_factory=VrchatConfig)
+    osc: OscConfig = field(default_factory=OscConfig)
+    websocket: WebSocketConfig = field(default_factory=WebSocketConfig)
+    vtubestudio: VtubeStudioConfig = field(default_factory=VtubeStudioConfig)
     sinks: list[str] = field(default_factory=list)
     presets: dict[str, dict[str, float]] = field(default_factory=lambda: {
         k: dict(v) for k, v in DEFAULT_PRESETS.items()})

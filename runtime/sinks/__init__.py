@@ -11,7 +11,7 @@ from runtime.sinks.base import Sink, SinkError
 @dataclass
 class SinkOptions:
     fps: float = 60.0
-    device_id: str = "KeyframeFace-0000-0000-0000-000000000000"  # 36 bytes, like the phone's UUID
+    device_id: str = "6b657966-7261-6d65-6661-636500000001"  # 36 bytes, like the phone's UUID
     subject: str = "KeyframeFace"
 
 
