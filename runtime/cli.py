@@ -190,6 +190,18 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- bench --------------------------------------------------------------------------------------
+def cmd_bench(args: argparse.Namespace) -> int:
+    from runtime import bench
+
+    cfg = _config(args)
+    result = bench.run(cfg, pacing_seconds=args.seconds, lines=args.lines)
+    print(bench.table(result))
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
 # -- demo -----------------------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
     """The README's first command: render the demo line to a take and a plot, then stream it."""
@@ -238,6 +250,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", help="also draw the keyframes and curves to this PNG")
     p.add_argument("--fps", type=float, help="frame rate (overrides config)")
     p.set_defaults(func=cmd_render)
+    p = sub.add_parser("bench", help="measure the real-time budget on this machine")
+    p.add_argument("--json", action="store_true", help="print one JSON object last")
+    p.add_argument("--seconds", type=float, default=20.0, help="pacing run length")
+    p.add_argument("--lines", type=int, default=12, help="lines for the latency figures (>= 10)")
+    _common(p)
+    p.set_defaults(func=cmd_bench)
     p = sub.add_parser("demo", help="render and stream a demo line (the README's first command)")
     p.add_argument("text", nargs="*")
     p.add_argument("--out", default="out", help="folder for the take and plot")

@@ -55,6 +55,8 @@ def test_timecode_fields_from_clock_time():
     enc = LiveLinkEncoder("d", "s", 60.0)
     p = decode_packet(enc.encode(np.zeros(61, np.float32), 3600.0 + 10.5 / 60))
     assert p.frame_number == 216010 and p.subframe == pytest.approx(0.5, abs=1e-3)
+    frames = [decode_packet(enc.encode(np.zeros(61, np.float32), n * (1 / 60))).frame_number for n in range(600)]
+    assert frames == list(range(600))  # float time never repeats or skips a frame number
 
 
 @pytest.mark.parametrize("mutate", [

@@ -84,8 +84,8 @@ class LiveLinkEncoder:
     def encode(self, values: np.ndarray, t: float) -> bytes:
         # frame = floor(t * fps), subframe = frac(t * fps): Unreal's Timecode mode reads these
         x = t * self.fps
-        frame = int(x)
-        return self.header + _body(values, frame, x - frame, self.rate)
+        frame = int(x + 1e-6)  # n * (1/60) * 60 can land a hair below n
+        return self.header + _body(values, frame, max(x - frame, 0.0), self.rate)
 
 
 class LiveLinkSink(UdpSink):

