@@ -10,8 +10,8 @@ from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 
 from runtime import channels
-from runtime.sinks import SinkError, SinkOptions, open_sink
 from runtime.config import OscConfig
+from runtime.sinks import SinkError, SinkOptions, open_sink
 from runtime.sinks.osc import OscEncoder, Slot, bundles, message, osc_string
 from tests.sink_peers import OscPeer, wait_until
 
