@@ -220,3 +220,27 @@ def test_apply_at_streams_what_apply_renders() -> None:
         frame = expr[i].copy()
         plan.apply_at(i / FPS, frame, scratch)
         assert np.allclose(frame, whole[i], atol=1e-6)
+
+
+def test_espeak_voice_gives_word_timings_the_mouth_follows(tmp_path) -> None:
+    from runtime import voice
+
+    if not voice.available():
+        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
+    spoken = voice.speak("I'm Bob, and my mom bakes pies.", wpm=175)
+    assert [w["word"] for w in spoken.words] == ["I'm", "Bob", "and", "my", "mom", "bakes", "pies"]
+    starts = [w["start"] for w in spoken.words]
+    assert starts == sorted(starts) and all(w["end"] >= w["start"] for w in spoken.words)
+    assert spoken.words[-1]["end"] <= spoken.duration + 1e-3 and spoken.duration > 1.0
+    wav = spoken.write_wav(tmp_path / "line.wav")
+    import wave
+
+    with wave.open(str(wav)) as w:
+        assert w.getframerate() == spoken.sample_rate and w.getnframes() == len(spoken.pcm) // 2
+    plan = SpeechPlan.from_text(words=spoken.words, start=0.25)
+    d = lips(plan.render(FPS))
+    t = np.arange(len(d)) / FPS
+    for w in spoken.words:
+        if w["word"][0].lower() in "bmp":
+            near = np.abs(t - (w["start"] + 0.25)) <= 1.0 / FPS + 1e-9
+            assert d[near].min() <= 0.05, w

@@ -220,16 +220,109 @@ def cost() -> dict:
             "stream_apply_at_us_per_frame": stream_us}
 
 
+def _stats(x: list[float]) -> dict:
+    a = np.array(x, dtype=float)
+    if not len(a):
+        return {"n": 0}
+    return {"n": len(a), "median": float(np.median(a)), "p95": float(np.percentile(a, 95)), "max": float(a.max())}
+
+
+def espeak_alignment(wpms: tuple[int, ...] = (140, 175, 220)) -> dict:
+    """Against a real TTS voice: espeak-ng's word timings in, its audio as the truth.
+
+    Truth for each bilabial the voice makes: for p/b the silent closure before the release (found
+    in the audio: the run of near-silent 2 ms windows that ends at espeak's phoneme event), for m
+    its phoneme span. The mouth, which sees only word timings, should have the lips closed at the
+    middle of that span. The audio-visual lag is the shift that best lines up the mouth's opening
+    with the audio's loudness envelope (positive: the mouth trails the voice).
+    """
+    from runtime import voice
+
+    if not voice.available():
+        return {"skipped": "espeak-ng not installed (apt-get install espeak-ng)"}
+    err_initial, err_all, coverage, opened, vowel_offsets = [], [], [], [], []
+    worst: list[tuple] = []
+    for wpm in wpms:
+        for text in SENTENCES:
+            sp = voice.speak(text, wpm=wpm)
+            x = np.frombuffer(sp.pcm, np.int16).astype(np.float64)
+            sr = sp.sample_rate
+            hop = sr // 500  # 2 ms windows
+            rms = np.sqrt((x[: len(x) // hop * hop].reshape(-1, hop) ** 2).mean(axis=1))
+            plan = SpeechPlan.from_text(words=sp.words)
+            fine = lips(plan.render(1000.0, int(sp.duration * 1000) + 1))
+            t1k = np.arange(len(fine)) / 1000.0
+            closed = np.flatnonzero(fine <= CLOSED)
+
+            def error_at(t: float, fine: np.ndarray = fine, t1k: np.ndarray = t1k,
+                         closed: np.ndarray = closed) -> float:
+                i = min(int(round(t * 1000)), len(fine) - 1)
+                if fine[i] <= CLOSED:
+                    return 0.0
+                return float(np.abs(t1k[closed] - t).min()) * 1000 if len(closed) else float("inf")
+
+            names = [n for n, _ in sp.phonemes]
+            for k, (name, t) in enumerate(sp.phonemes):
+                if name not in ("p", "b", "m"):
+                    continue
+                if name == "m":
+                    a, b = t, sp.phonemes[k + 1][1] if k + 1 < len(names) else t + 0.06
+                else:
+                    j = int(t * 500) - 1
+                    i = j
+                    while i > 0 and rms[i - 1] < 200 and (j - i) < 50:
+                        i -= 1
+                    if j - i < 3:  # no silent closure found in the audio: nothing to measure
+                        continue
+                    a, b = i / 500, (j + 1) / 500
+                if b <= a:
+                    continue
+                mid = (a + b) / 2
+                e = error_at(mid)
+                err_all.append(e)
+                if e > 1000 / FPS:
+                    worst.append((e, text, wpm, name, round(a, 3), round(b, 3)))
+                span = (t1k >= a) & (t1k <= b)
+                coverage.append(float((fine[span] <= CLOSED).mean()) if span.any() else 0.0)
+            for w in sp.words:
+                seq = ph.pronounce(w["word"])
+                if seq and seq[0] in speech.BILABIALS:
+                    err_initial.append(error_at(w["start"]))
+                if any(ph.split(p)[0] in speech.OPEN_VOWELS and ph.split(p)[1] > 0 for p in seq):
+                    inside = (t1k >= w["start"]) & (t1k <= w["end"])
+                    opened.append(bool(inside.any() and fine[inside].max() >= OPEN))
+            # the first vowel of each word: where the mouth's plan starts it against the voice's event
+            for wi, w in enumerate(plan.words):
+                ours = [p.start for p in plan.phones if p.word == wi and ph.split(p.phoneme)[0] in ph.VOWELS]
+                theirs = [t for n, t in sp.phonemes if w.start - 1e-3 <= t < w.end and n[0] in "aAeEiIoOuUV03@"]
+                if ours and theirs:
+                    vowel_offsets.append((ours[0] - theirs[0]) * 1000)
+    return {"voice": "espeak-ng en-us", "wpm": list(wpms), "lines": len(wpms) * len(SENTENCES),
+            "word_initial_bilabial_error_ms": _stats(err_initial),
+            "word_initial_closed_share": float(np.mean(np.array(err_initial) == 0)) if err_initial else None,
+            "every_bilabial_error_ms": _stats(err_all),
+            "every_bilabial_closed_at_mid_share": float(np.mean(np.array(err_all) == 0)) if err_all else None,
+            "every_bilabial_closed_coverage_mean": float(np.mean(coverage)) if coverage else None,
+            "open_vowel_words": len(opened), "opened": float(np.mean(opened)) if opened else None,
+            "first_vowel_offset_ms": {"median": float(np.median(vowel_offsets)),
+                                      "p5": float(np.percentile(vowel_offsets, 5)),
+                                      "p95": float(np.percentile(vowel_offsets, 95))},
+            "worst_misses": sorted(worst, reverse=True)[:8]}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--takes", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-espeak", action="store_true", help="skip the real-voice check")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     c = cost()  # first: it times the dictionary load
     a = alignment(args.takes, args.seed)
     r = rules()
     result = {"alignment": a, "rules": r, "cost": c}
+    if not args.no_espeak:
+        result["espeak"] = espeak_alignment()
     print(json.dumps(result, indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
