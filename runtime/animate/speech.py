@@ -86,7 +86,7 @@ VISEMES: dict[str, Viseme] = {
     "PP": _v(20.0, 0.015, 0.015, JawOpen=0.04, MouthClose=0.1, MouthPress=0.35, MouthRollLower=0.12,
              MouthRollUpper=0.08),
     "MM": _v(20.0, 0.015, 0.015, JawOpen=0.03, MouthClose=0.08, MouthPress=0.2, MouthRollLower=0.08),
-    "FF": _v(6.0, 0.03, 0.025, JawOpen=0.08, MouthClose=0.02, MouthRollLower=0.55, MouthUpperUp=0.25,
+    "FF": _v(6.0, 0.025, 0.025, JawOpen=0.08, MouthClose=0.02, MouthRollLower=0.55, MouthUpperUp=0.25,
              MouthShrugUpper=0.1),
     "TH": _v(2.0, 0.03, 0.03, JawOpen=0.12, TongueOut=0.12, MouthUpperUp=0.08),
     "SS": _v(1.5, 0.04, 0.03, JawOpen=0.06, MouthStretch=0.25, MouthUpperUp=0.12, MouthLowerDown=0.12),
@@ -103,7 +103,7 @@ VISEMES: dict[str, Viseme] = {
     # vowels
     "AA": _v(1.5, 0.06, 0.06, JawOpen=0.55, MouthLowerDown=0.2),
     "AE": _v(1.5, 0.06, 0.06, JawOpen=0.45, MouthStretch=0.3, MouthUpperUp=0.15, MouthLowerDown=0.2),
-    "AH": _v(1.2, 0.06, 0.06, JawOpen=0.4, MouthLowerDown=0.12),
+    "AH": _v(1.5, 0.06, 0.06, JawOpen=0.4, MouthLowerDown=0.12),
     "AO": _v(1.5, 0.06, 0.06, JawOpen=0.45, MouthFunnel=0.35, MouthPucker=0.15),
     "EH": _v(1.2, 0.06, 0.06, JawOpen=0.32, MouthStretch=0.25, MouthLowerDown=0.15),
     "ER": _v(1.2, 0.06, 0.06, JawOpen=0.2, MouthFunnel=0.3, MouthPucker=0.25),
