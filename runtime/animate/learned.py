@@ -1,0 +1,220 @@
+"""Learned in-betweens: an ONNX network that reshapes each segment of the monotone cubic.
+
+The network sees one segment (its two keys, their tangents, its length) plus at most one key on
+each side of it, which is all a streaming runtime knows. It predicts, for the 52 blendshapes, a
+residual over the monotone cubic as a few sine coefficients (zero at both keys, so the curve still
+passes through every key), squashed by tanh into (-1, 1) and applied as a fraction of the room
+left to the channel's bound: ``base + r * (1 - base)`` for r > 0, ``base + r * base`` for r < 0.
+Every output therefore lies in [0, 1] by construction. Head and eye rotations (52..60) keep the
+spline: the capture the model learned from has none.
+
+The model runs once per segment on a phase grid (GRID_HZ points per second); each frame then
+reads the grid with a linear blend, so the per-frame cost is a few microseconds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+from numba import njit
+
+from runtime import channels
+from runtime.animate.spline import tangents
+from runtime.animate.timeline import Interpolator, SplineSegment
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_MODEL = ROOT / "exported_models" / "interpolator.onnx"
+
+C = channels.SHAPES  # channels the network shapes
+FEATURE_VERSION = 1
+# features: y0, y1, m0*h, m1*h, y0 - y_prev, y_next - y1 (C each), then 5 scalars
+BLOCKS = 6
+SCALARS = 5
+FEATURES = BLOCKS * C + SCALARS
+H_MIN, H_MAX = 0.02, 4.0  # segment lengths the model tells apart (seconds)
+GRID_HZ = 120.0  # phase grid density; frames blend linearly between grid points
+INPUTS = ("features", "phase")
+OUTPUT = "pose"
+
+
+def features(h: np.ndarray, y0: np.ndarray, y1: np.ndarray, m0: np.ndarray, m1: np.ndarray,
+             dt_prev: np.ndarray, y_prev: np.ndarray, has_prev: np.ndarray,
+             dt_next: np.ndarray, y_next: np.ndarray, has_next: np.ndarray) -> np.ndarray:
+    """Segment features, float32[S, FEATURES], for S segments at once (training and runtime).
+
+    Shapes: h, dt_*, has_* are [S]; values and tangents (per second) are [S, >=C]. A missing
+    neighbour has has_* = 0 (its other inputs are then ignored). Everything is in seconds and
+    phase, never frames, so takes at any frame rate look the same.
+    """
+    h = np.clip(np.asarray(h, dtype=np.float64), 1e-3, 60.0)[:, None]
+    hp = np.asarray(has_prev, dtype=np.float64)[:, None]
+    hn = np.asarray(has_next, dtype=np.float64)[:, None]
+    y0, y1 = y0[:, :C], y1[:, :C]
+    f = np.empty((h.shape[0], FEATURES), dtype=np.float32)
+    f[:, 0 * C:1 * C] = y0
+    f[:, 1 * C:2 * C] = y1
+    f[:, 2 * C:3 * C] = m0[:, :C] * h
+    f[:, 3 * C:4 * C] = m1[:, :C] * h
+    f[:, 4 * C:5 * C] = (y0 - y_prev[:, :C]) * hp
+    f[:, 5 * C:6 * C] = (y_next[:, :C] - y1) * hn
+    rp = np.log(np.clip(np.asarray(dt_prev, dtype=np.float64)[:, None], 1e-3, 60.0) / h)
+    rn = np.log(np.clip(np.asarray(dt_next, dtype=np.float64)[:, None], 1e-3, 60.0) / h)
+    s = BLOCKS * C
+    f[:, s] = np.log(np.clip(h[:, 0], H_MIN, H_MAX))  # longer holds all look alike
+    f[:, s + 1] = hp[:, 0]
+    f[:, s + 2] = hn[:, 0]
+    f[:, s + 3] = np.clip(rp[:, 0], -4, 4) * hp[:, 0]
+    f[:, s + 4] = np.clip(rn[:, 0], -4, 4) * hn[:, 0]
+    return f
+
+
+def phase_grid(h: float) -> np.ndarray:
+    n = max(2, int(math.ceil(h * GRID_HZ))) + 1
+    return np.linspace(0.0, 1.0, n, dtype=np.float32)
+
+
+def hermite_grid(y0: np.ndarray, y1: np.ndarray, m0: np.ndarray, m1: np.ndarray, h: float,
+                 s: np.ndarray) -> np.ndarray:
+    """The spline segment at every phase in s: float64[len(s), channels]."""
+    s = s.astype(np.float64)[:, None]
+    s2, s3 = s * s, s * s * s
+    return ((2 * s3 - 3 * s2 + 1) * y0 + (s3 - 2 * s2 + s) * h * m0 + (-2 * s3 + 3 * s2) * y1
+            + (s3 - s2) * h * m1)
+
+
+@njit(cache=True)
+def _lerp_rows(grid: np.ndarray, x: float, out: np.ndarray) -> None:
+    n = grid.shape[0] - 1
+    x = min(max(x, 0.0), 1.0) * n
+    i = min(int(x), n - 1)
+    f = x - i
+    for c in range(grid.shape[1]):
+        out[c] = grid[i, c] + f * (grid[i + 1, c] - grid[i, c])
+
+
+class LearnedSegment:
+    """One segment, precomputed on a phase grid; ``at`` blends the two nearest grid rows."""
+
+    __slots__ = ("t0", "h", "grid")
+
+    def __init__(self, t0: float, t1: float, grid: np.ndarray) -> None:
+        self.t0, self.h, self.grid = t0, t1 - t0, grid
+
+    def at(self, t: float, out: np.ndarray) -> None:
+        _lerp_rows(self.grid, (t - self.t0) / self.h, out)
+
+
+def _providers(ort) -> list[str]:
+    return (["CUDAExecutionProvider", "CPUExecutionProvider"]
+            if "CUDAExecutionProvider" in ort.get_available_providers() else ["CPUExecutionProvider"])
+
+
+class LearnedInterpolator(Interpolator):
+    """In-betweens from the ONNX model; the spline when the model cannot be used."""
+
+    name = "learned"
+
+    def __init__(self, path: str | Path | None = None, providers: list[str] | None = None) -> None:
+        self.path = Path(path) if path else DEFAULT_MODEL
+        self.session = None
+        self.provider = ""
+        try:
+            self.session, self.provider = self._load(providers)
+        except Exception as e:  # missing, truncated, wrong shape, no onnxruntime: play the spline
+            self.name = "monotone_cubic"
+            log.warning("learned interpolator unavailable (%s: %s); using the spline",
+                        self.path, str(e).splitlines()[0] if str(e) else type(e).__name__)
+            return
+        log.info("learned interpolator %s on %s", self.path.name, self.provider)
+
+    def _load(self, providers: list[str] | None):
+        import onnxruntime as ort
+
+        if not self.path.is_file():
+            raise FileNotFoundError("no such file")
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1  # one tiny call per segment: threads only add latency
+        ort.set_default_logger_severity(4)  # a missing CUDA library is expected on CPU machines
+        try:
+            sess = ort.InferenceSession(str(self.path), so, providers=providers or _providers(ort))
+        finally:
+            ort.set_default_logger_severity(2)
+        names = [i.name for i in sess.get_inputs()]
+        shape = sess.get_inputs()[0].shape
+        if tuple(names) != INPUTS or shape[-1] != FEATURES:
+            raise ValueError(f"inputs {names} {shape} do not match features v{FEATURE_VERSION} "
+                             f"({FEATURES} values)")
+        card = self.path.with_suffix(".json")
+        if card.is_file():
+            v = json.loads(card.read_text()).get("features", {}).get("version", FEATURE_VERSION)
+            if v != FEATURE_VERSION:
+                raise ValueError(f"model card says features v{v}, runtime has v{FEATURE_VERSION}")
+        provider = sess.get_providers()[0]  # what really runs, not what was asked for
+        # one real call now: a broken graph fails here, not on the first frame
+        sess.run(None, {"features": np.zeros((1, FEATURES), np.float32),
+                        "phase": np.linspace(0, 1, 5, dtype=np.float32)})
+        return sess, provider
+
+    def segment(self, t0: float, t1: float, y0: np.ndarray, y1: np.ndarray, m0: np.ndarray,
+                m1: np.ndarray, prev: tuple[float, np.ndarray] | None,
+                nxt: tuple[float, np.ndarray] | None):
+        if self.session is None:
+            return SplineSegment(t0, t1, y0, y1, m0, m1)
+        h = t1 - t0
+        f = features(np.array([h]), y0[None], y1[None], m0[None], m1[None],
+                     np.array([t0 - prev[0] if prev else h]), (prev[1] if prev else y0)[None],
+                     np.array([prev is not None]),
+                     np.array([nxt[0] - t1 if nxt else h]), (nxt[1] if nxt else y1)[None],
+                     np.array([nxt is not None]))
+        s = phase_grid(h)
+        grid = hermite_grid(y0, y1, m0, m1, h, s)  # rotations stay on the spline
+        try:
+            grid[:, :C] = self.session.run(None, {"features": f, "phase": s})[0][0]
+        except Exception as e:  # never stop the stream: this segment plays the spline
+            log.warning("learned interpolator failed on a segment (%s); using the spline", e)
+            return SplineSegment(t0, t1, y0, y1, m0, m1)
+        return LearnedSegment(t0, t1, grid)
+
+
+def load_interpolator(kind: str, path: str | Path | None = None) -> Interpolator:
+    """``"spline"`` (monotone cubic) or ``"learned"`` (ONNX, falling back to the spline)."""
+    if kind == "spline":
+        return Interpolator()
+    if kind == "learned":
+        return LearnedInterpolator(path)
+    raise ValueError(f"unknown interpolator {kind!r} (expected 'spline' or 'learned')")
+
+
+def render_offline(interp: Interpolator, times: np.ndarray, values: np.ndarray,
+                   query: np.ndarray) -> np.ndarray:
+    """Play a whole key list through ``interp`` at sorted query times, as the timeline would
+    with every key known in time: FC tangents (zero at both ends), one key either side.
+
+    Not clamped, so evaluation sees exactly what the interpolator makes.
+    """
+    times = np.asarray(times, dtype=np.float64)
+    values = np.asarray(values, dtype=np.float64)
+    m = tangents(times, values)
+    out = np.empty((len(query), values.shape[1]), dtype=np.float64)
+    seg = np.clip(np.searchsorted(times, query, side="right") - 1, 0, len(times) - 2)
+    tmp = np.empty(values.shape[1])
+    bounds = np.flatnonzero(np.diff(seg)) + 1  # query is sorted, so seg is too
+    for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(seg)]):
+        j = int(seg[lo])
+        prev = (times[j - 1], values[j - 1]) if j > 0 else None
+        nxt = (times[j + 2], values[j + 2]) if j + 2 < len(times) else None
+        sg = interp.segment(times[j], times[j + 1], values[j], values[j + 1], m[j], m[j + 1], prev,
+                            nxt)
+        for i in range(lo, hi):
+            sg.at(float(query[i]), tmp)
+            out[i] = tmp
+    before, after = query <= times[0], query >= times[-1]
+    out[before], out[after] = values[0], values[-1]
+    return out
+

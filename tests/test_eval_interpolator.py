@@ -1,0 +1,114 @@
+"""The eval tool on synthetic takes whose answers are known exactly."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runtime import channels
+from runtime.sinks.csv import write_take
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+import eval_interpolator as ev  # noqa: E402
+
+RNG = np.random.default_rng(5)
+APPLE = list(channels.NAMES)  # Live Link Face writes Apple's order: JawRight before JawLeft, ...
+for a, b in (("JawLeft", "JawRight"), ("MouthLeft", "MouthRight")):
+    i, j = APPLE.index(a), APPLE.index(b)
+    APPLE[i], APPLE[j] = APPLE[j], APPLE[i]
+
+
+def corners(seconds: float, fps: float = 30.0) -> tuple[np.ndarray, np.ndarray]:
+    """A piecewise-linear face with a random pose every 0.5 s (2 keys/s): 61 channels in range."""
+    t = np.arange(int(round(seconds * fps)) + 1) / fps
+    kt = np.arange(0, seconds + 1e-9, 0.5)
+    kv = RNG.uniform(0.05, 0.95, (len(kt), channels.COUNT))
+    kv[:, channels.SHAPES:] = RNG.uniform(-0.5, 0.5, (len(kt), channels.COUNT - channels.SHAPES))
+    kv[:, 5] = 0.3  # a channel that never moves is left out of the scores
+    kv[:, 10] = np.resize([0.0, 1.0, 0.5], len(kt))  # keys on the bounds: Catmull-Rom overshoots
+    return t, np.stack([np.interp(t, kt, kv[:, c]) for c in range(channels.COUNT)], axis=1)
+
+
+def write_llf(path: Path, parts: list[tuple[float, np.ndarray]], lost: int) -> int:
+    """A raw Live Link Face export: 60 fps timecode stepping by 2, Apple's column order, and
+    ``lost`` tracking-loss rows between parts. Returns the number of valid rows."""
+    rows, order = [], [channels.INDEX[n] for n in APPLE]
+    frame = 16 * 3600 * 60  # 16:00:00:00
+    for k, (_, v) in enumerate(parts):
+        if k:
+            for _ in range(lost):
+                rows.append(f"{tc(frame)},0")
+                frame += 2
+        for row in v:
+            rows.append(f"{tc(frame)},61," + ",".join(f"{x:.10f}" for x in row[order]))
+            frame += 2
+    path.write_text("Timecode,BlendShapeCount," + ",".join(APPLE) + "\n" + "\n".join(rows) + "\n")
+    return sum(len(v) for _, v in parts)
+
+
+def tc(frame: int) -> str:
+    s, ff = divmod(frame, 60)
+    return f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}:{ff:02d}.000"
+
+
+def run_json(capsys, *args: str) -> dict:
+    assert ev.main([*args, "--json"]) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_recovers_a_piecewise_linear_take(tmp_path, capsys):
+    t, v = corners(10.0, fps=60.0)  # a 60 Hz device this time
+    write_take(tmp_path / "a.csv", v.astype(np.float32), fps=60.0)
+    out = run_json(capsys, "--recordings", str(tmp_path), "--model", str(tmp_path / "none.onnx"))
+    assert set(out) == {"rmse", "rmse_uniform", "velocity_error", "overshoot", "takes", "frames"}
+    for k in ("rmse", "rmse_uniform", "velocity_error", "overshoot"):
+        assert set(out[k]) == set(ev.METHODS)
+    assert out["takes"] == 1 and out["frames"] == len(t)
+    # salient keys land exactly on the 21 corners, and so do the uniform ones: linear is exact
+    assert out["rmse"]["linear"] < 1e-6 and out["rmse_uniform"]["linear"] < 1e-6
+    assert out["overshoot"]["linear"] == 0.0
+    # the curves are not exact, Catmull-Rom overshoots, the fallback plays the spline
+    assert out["rmse"]["monotone_cubic"] > 1e-3 and out["rmse"]["catmull_rom"] > 1e-3
+    assert out["overshoot"]["catmull_rom"] > 0.0
+    assert out["rmse"]["learned"] == pytest.approx(out["rmse"]["monotone_cubic"], rel=1e-6)
+
+
+def test_raw_live_link_face_export_with_tracking_loss(tmp_path, capsys):
+    (tmp_path / "sub").mkdir()
+    a, b = corners(5.0), corners(4.0)
+    valid = write_llf(tmp_path / "sub" / "take.csv", [a, b], lost=12)
+    runs = ev.runs_of(tmp_path / "sub" / "take.csv")
+    assert [len(r.times) for r in runs] == [len(a[0]), len(b[0])]
+    assert runs[1].times[0] == pytest.approx(runs[0].times[-1] + 13 / 30)
+    np.testing.assert_allclose(runs[0].values, a[1], atol=1e-6)  # columns mapped by name
+    out = run_json(capsys, "--recordings", str(tmp_path), "--model", str(tmp_path / "none.onnx"))
+    assert out["frames"] == valid
+    assert out["rmse"]["linear"] < 1e-6 and out["rmse_uniform"]["linear"] < 1e-6
+
+
+def test_salient_keys_are_two_per_second_on_the_corners():
+    t = np.arange(0, 301) / 30.0
+    v = np.cumsum(RNG.normal(0, 0.02, (len(t), 61)), axis=0)
+    assert len(ev.salient_keys(t, v)) == 21
+    t, v = corners(10.0)
+    np.testing.assert_array_equal(ev.salient_keys(t, v), np.arange(0, 301, 15))
+    np.testing.assert_array_equal(ev.uniform_keys(t), np.arange(0, 301, 15))
+
+
+def test_plot(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    _, v = corners(12.0, fps=60.0)
+    write_take(tmp_path / "a.csv", v.astype(np.float32), fps=60.0)
+    png = tmp_path / "p.png"
+    assert ev.main(["--recordings", str(tmp_path), "--plot", str(png), "--channel", "JawOpen"]) == 0
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_no_takes_is_a_clear_error(tmp_path, capsys):
+    assert ev.main(["--recordings", str(tmp_path)]) == 2
+    assert "no CSV takes" in capsys.readouterr().err
