@@ -32,7 +32,7 @@ def plot_take(frames: np.ndarray, fps: float, keys: list, path: str, title: str 
             ax.plot(kt, kv, "o", color=line.get_color(), ms=5)
     for k, kf in keys:
         ax.axvline(k, color="0.85", lw=0.8, zorder=0)
-        ax.text(k, 1.02, " ".join(n for n, _ in kf.items), rotation=45, fontsize=7, va="bottom")
+        ax.text(k, 1.02, " ".join(f"{n} {lv}" for n, lv in kf.items), rotation=45, fontsize=7, va="bottom")
     ax.set_xlabel("seconds")
     ax.set_ylabel("value")
     ax.set_ylim(min(-0.02, float(frames.min()) - 0.02), 1.1)
