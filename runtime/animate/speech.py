@@ -12,9 +12,11 @@ Timing, best source first: word timings from the TTS engine (``[{"word": "hello"
 "end": 0.32}, ...]``, seconds from the audio's start), else the total duration of the audio, else
 a speaking-rate model; ``start`` shifts all of it to where the audio starts in the line.
 
-Everything is vectorised: a frame is a (frames x window) dominance matrix times a (window x
-channels) target stack, for a whole render or one streaming sample alike, so both give the same
-numbers.
+No per-channel Python loops: an offline render is one (frames x window) dominance matrix times a
+(window x channels) target stack in numpy; the frame clock's path (:meth:`SpeechPlan.apply_at`)
+runs the same formula for one instant in a small Numba kernel, so both give the same numbers.
+A plan is built off the frame clock (the dictionary lookups take milliseconds); after that it is
+read-only, so any thread may sample it.
 
     plan = SpeechPlan.from_text("Hello there.", words=None, duration=None, start=0.2)
     mouth = plan.render(60)            # float32[n, 61]: NaN where speech does not drive
@@ -233,17 +235,20 @@ class SpeechPlan:
     # segments (diphthongs split, silences added), in line time
     seg_start: np.ndarray = field(default_factory=lambda: np.zeros(0))
     seg_end: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    seg_pose: np.ndarray = field(default_factory=lambda: np.zeros((0, K)))
-    seg_params: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
-    _env_t: np.ndarray = field(default_factory=lambda: np.zeros(2))
-    _env_w: np.ndarray = field(default_factory=lambda: np.zeros(2))
-    _starts: list[float] = field(default_factory=list)
-    _first: float = 0.0
-    _last: float = 0.0
-    _env_list: tuple[list[float], list[float]] = ([0.0, 1.0], [0.0, 0.0])
-    _alpha: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    _inv_before: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    _inv_after: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    seg_pose: np.ndarray = field(default_factory=lambda: np.zeros((0, K)))  # targets, DRIVEN order
+    seg_params: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))  # alpha, before, after
+    env_t: np.ndarray = field(default_factory=lambda: np.array([0.0, 1.0]))  # speech weight breakpoints
+    env_w: np.ndarray = field(default_factory=lambda: np.array([0.0, 0.0]))
+
+    def __post_init__(self) -> None:
+        # plain-Python and reciprocal copies for the per-frame path
+        self._starts: list[float] = self.seg_start.tolist()
+        self._first = float(self.seg_start[0]) if len(self.seg_start) else 0.0
+        self._last = float(self.seg_end[-1]) if len(self.seg_end) else 0.0
+        self._env = (self.env_t.tolist(), self.env_w.tolist())
+        self._alpha = np.ascontiguousarray(self.seg_params[:, 0])
+        self._inv_before = 1.0 / self.seg_params[:, 1]
+        self._inv_after = 1.0 / self.seg_params[:, 2]
 
     mask = MASK
 
@@ -358,7 +363,6 @@ class SpeechPlan:
         v = np.array(vis, dtype=np.intp)
         pose = _VIS_POSE[v].copy()
         pose[:, _JAWCOL] *= np.array(jaw)
-        plan = cls(words, phones, source, start, np.array(starts), np.array(ends), pose, _VIS_PARAMS[v])
         # speech weight: 1 while talking (short pauses included), ramping at the edges of each stretch
         bt: list[float] = []
         bw: list[float] = []
@@ -372,14 +376,8 @@ class SpeechPlan:
             for a, b in runs:
                 bt += [a - RAMP_IN, a - 0.02, b + 0.02, b + RAMP_OUT]
                 bw += [0.0, 1.0, 1.0, 0.0]
-        plan._starts = plan.seg_start.tolist()
-        plan._first, plan._last = float(plan.seg_start[0]), float(plan.seg_end[-1])
-        plan._env_t = np.array(bt or [0.0, 1.0])
-        plan._env_w = np.array(bw or [0.0, 0.0])
-        plan._env_list = (plan._env_t.tolist(), plan._env_w.tolist())
-        plan._alpha = plan.seg_params[:, 0].copy()
-        plan._inv_before, plan._inv_after = 1.0 / plan.seg_params[:, 1], 1.0 / plan.seg_params[:, 2]
-        return plan
+        return cls(words, phones, source, start, np.array(starts), np.array(ends), pose, _VIS_PARAMS[v],
+                   np.array(bt or [0.0, 1.0]), np.array(bw or [0.0, 0.0]))
 
     # -- times ------------------------------------------------------------------------------------
     @property
@@ -429,7 +427,7 @@ class SpeechPlan:
         """float32[n]: how much speech owns the mouth at each frame (0 before, 1 while talking)."""
         if t is None:
             t = self.times(fps, n)
-        return np.interp(t, self._env_t, self._env_w).astype(np.float32)
+        return np.interp(t, self.env_t, self.env_w).astype(np.float32)
 
     def _pose_at(self, t: float, out: np.ndarray | None = None) -> np.ndarray:
         """:meth:`_poses` for one time (compact float64[K]): the frame clock's path, in Numba."""
@@ -441,7 +439,7 @@ class SpeechPlan:
         return out
 
     def _weight_at(self, t: float) -> float:
-        xs, ys = self._env_list
+        xs, ys = self._env
         i = bisect.bisect_right(xs, t)
         if i == 0 or i == len(xs):
             return 0.0
@@ -462,8 +460,9 @@ class SpeechPlan:
     def apply_at(self, t: float, frame: np.ndarray, scratch: np.ndarray | None = None) -> np.ndarray:
         """Streaming: compose the mouth at line time t over ``frame`` (float32[61]) in place.
 
-        The same arithmetic as :func:`compose`, on the driven channels only, in Numba (a few
-        microseconds). ``scratch``: optional float64[K] buffer, to allocate nothing per frame."""
+        The same arithmetic as :func:`compose`, on the driven channels only (others are left as
+        they are, unclamped), in Numba. ``scratch``: optional float64[K] buffer, to allocate
+        nothing per frame."""
         w = self._weight_at(t)
         if w <= 0.0:
             return frame
