@@ -62,6 +62,19 @@ def test_default_mapping_formulas():
     assert dict(zip(flipped.names, flipped.values(frame()).tolist()))["FaceAngleX"] == pytest.approx(-18.0)
 
 
+def test_inject_message_is_the_documented_json_even_for_bad_input():
+    m = build_mapping(["all"])
+    f = frame()
+    f[3] = np.nan
+    msg = json.loads(m.inject(m.values(f), "set", "kf-7"))
+    assert msg["apiName"] == "VTubeStudioPublicAPI" and msg["apiVersion"] == "1.0"
+    assert msg["requestID"] == "kf-7" and msg["messageType"] == "InjectParameterDataRequest"
+    assert msg["data"]["faceFound"] is True and msg["data"]["mode"] == "set"
+    params = msg["data"]["parameterValues"]
+    assert [p["id"] for p in params] == m.names
+    np.testing.assert_allclose([p["value"] for p in params], np.nan_to_num(m.values(f)), atol=1e-5)
+
+
 def test_custom_parameters():
     m = build_mapping(["all"])
     assert len(m.custom) == 50  # 52 shapes; CheekPuff and TongueOut are VTube Studio defaults already

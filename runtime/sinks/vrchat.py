@@ -18,10 +18,11 @@ import numpy as np
 
 from runtime import channels
 from runtime.sinks.base import SinkError, UdpSink
-from runtime.sinks.osc import MTU_BUNDLE, Packet, Slot, bundles, message, single
+from runtime.sinks.osc import MTU_BUNDLE, Slot, bundles, message
 
 DEFAULT_PORT = 9000
 STEP = 1.0 / 127.0  # VRChat's network resolution for floats
+_BE_F32 = np.dtype(">f4")
 
 
 def default_names(prefix: str = "") -> dict[str, str]:
@@ -53,7 +54,8 @@ class VrchatEncoder:
                  refresh: float = 1.0, bundle: bool = False, limit: int = MTU_BUNDLE) -> None:
         self.index, self.params = resolve_names(names if names is not None else default_names())
         self.messages = [message(f"/avatar/parameters/{p}", Slot(k)) for k, p in enumerate(self.params)]
-        self.singles: list[Packet] = [single(m) for m in self.messages]
+        # each message ends with its one float: keep the bytes before it, append 4 per frame
+        self.prefixes = [m.data[:-4] for m in self.messages]
         self.bundle = bundle
         self.limit = limit
         self.threshold = threshold
@@ -76,7 +78,9 @@ class VrchatEncoder:
             return []
         self.last[due] = values[due]
         if not self.bundle:
-            return [self.singles[k].render(values) for k in due.tolist()]
+            be = values.astype(_BE_F32).tobytes()
+            pre = self.prefixes
+            return [pre[k] + be[4 * k:4 * k + 4] for k in due.tolist()]
         return [p.render(values) for p in bundles([self.messages[k] for k in due.tolist()], self.limit)]
 
 
