@@ -6,13 +6,16 @@ PHONEME event per sound. Those become the word timings the speech layer aligns t
 (``SpeechPlan.from_text(words=spoken.words)``), the same form a production TTS engine gives.
 
 Optional: nothing else imports this module, and :func:`available` says whether the library is
-installed. espeak-ng keeps global state, so calls are serialised with a lock.
+installed. espeak-ng keeps global state, so calls are serialised with a lock. :func:`play` hands
+the WAV to whatever command-line player the machine has.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import shutil
+import subprocess
 import threading
 import wave
 from dataclasses import dataclass, field
@@ -147,3 +150,19 @@ def speak(text: str, voice: str = "en-us", wpm: int = 165) -> Spoken:
             continue
         spoken.words.append({"word": word, "start": round(t0, 4), "end": round(max(end, t0), 4)})
     return spoken
+
+
+# Players tried in order for :func:`play`: ALSA, PulseAudio, PipeWire, macOS.
+PLAYERS = (("aplay", "-q"), ("paplay",), ("pw-play",), ("afplay",))
+
+
+def play(path: str | Path) -> subprocess.Popen | None:
+    """Start playing a WAV file on the default audio device without waiting; None if no player.
+
+    Start it on the frame that begins the line (the mouth's time 0 plus the plan's ``start``)."""
+    for cmd in PLAYERS:
+        exe = shutil.which(cmd[0])
+        if exe:
+            return subprocess.Popen([exe, *cmd[1:], str(path)], stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return None

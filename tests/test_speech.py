@@ -244,3 +244,30 @@ def test_espeak_voice_gives_word_timings_the_mouth_follows(tmp_path) -> None:
         if w["word"][0].lower() in "bmp":
             near = np.abs(t - (w["start"] + 0.25)) <= 1.0 / FPS + 1e-9
             assert d[near].min() <= 0.05, w
+
+
+def test_load_words_from_file_and_text(tmp_path) -> None:
+    from runtime.animate.speech import load_words
+
+    good = tmp_path / "words.json"
+    good.write_text('{"words": [{"word": "hi", "start": 0.0, "end": 0.2}]}')
+    assert load_words(good) == [{"word": "hi", "start": 0.0, "end": 0.2}]
+    assert load_words(str(good)) == load_words('[{"word": "hi", "start": 0.0, "end": 0.2}]')
+    bad = tmp_path / "bad.json"
+    bad.write_text('[{"word": "hi", "start": 0.5, "end": 0.1}]')
+    with pytest.raises(ValueError, match=r"bad\.json: words\[0\] \('hi'\) ends"):
+        load_words(bad)
+    with pytest.raises(ValueError, match="is not JSON"):
+        load_words('[{"word": ')
+    with pytest.raises(ValueError, match="cannot read word timings from .*missing.json"):
+        load_words(tmp_path / "missing.json")
+
+
+def test_apply_holds_the_last_expression_frame_until_the_mouth_rests() -> None:
+    plan = SpeechPlan.from_text("Bob", start=0.0)
+    expr = np.zeros((3, C.COUNT), np.float32)
+    expr[:, C.INDEX["BrowInnerUp"]] = 0.7
+    out = plan.apply(expr, FPS)
+    assert len(out) == plan.frames(FPS) > 3
+    assert np.allclose(out[:, C.INDEX["BrowInnerUp"]], 0.7)
+    assert np.allclose(out[-1, MASK], 0.0, atol=1e-3)  # mouth back at rest at the end

@@ -26,9 +26,11 @@ read-only, so any thread may sample it.
 from __future__ import annotations
 
 import bisect
+import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from numba import njit
@@ -453,8 +455,14 @@ class SpeechPlan:
         return self._weight_at(t)
 
     def apply(self, expression: np.ndarray, fps: float) -> np.ndarray:
-        """Offline: compose this line's mouth over an expression track (float32[n, 61])."""
-        n = len(expression)
+        """Offline: compose this line's mouth over an expression track (float32[n, 61], frame i at
+        line time i/fps). When the speech outlasts the track, the track's last frame is held so
+        the take runs until the mouth is back at rest."""
+        expression = np.asarray(expression, dtype=np.float32)
+        n = max(len(expression), self.frames(fps))
+        if len(expression) < n:
+            tail = expression[-1:] if len(expression) else np.zeros((1, channels.COUNT), np.float32)
+            expression = np.concatenate([expression, np.repeat(tail, n - len(expression), axis=0)])
         return compose(expression, self.render(fps, n), self.weight(fps, n))
 
     def apply_at(self, t: float, frame: np.ndarray, scratch: np.ndarray | None = None) -> np.ndarray:
@@ -520,6 +528,31 @@ def compose(expression: np.ndarray, speech: np.ndarray, weight: float | np.ndarr
         out = np.empty(np.broadcast_shapes(e.shape, s.shape), dtype=np.float32)
     out[...] = res
     return channels.clamp(out, out=out)
+
+
+def load_words(source: str | bytes | Path) -> list[dict]:
+    """Word timings from a JSON file (``--words FILE.json``) or JSON text: a list of
+    ``{"word", "start", "end"}`` or an object holding one under ``"words"``. Validated; raises
+    ValueError with a message that names the file and the problem."""
+    if isinstance(source, Path) or (isinstance(source, str) and not source.lstrip().startswith(("[", "{"))):
+        where = str(source)
+        try:
+            text = Path(source).read_text(encoding="utf-8")
+        except OSError as e:
+            raise ValueError(f"cannot read word timings from {where}: {e.strerror or e}") from None
+    else:
+        where, text = "word timings", source
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{where} is not JSON: {e}") from None
+    if isinstance(data, dict) and "words" in data:
+        data = data["words"]
+    try:
+        validate_words(data)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+    return data
 
 
 def warm() -> None:
