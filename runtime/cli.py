@@ -11,6 +11,7 @@ import json
 import logging
 import logging.handlers
 import queue
+import signal
 import sys
 import time
 from datetime import datetime
@@ -141,13 +142,17 @@ def cmd_say(args: argparse.Namespace) -> int:
         return True
 
     line = avatar.say(req)
-    clock = FrameClock(a.fps, tick, spin_s=a.spin_ms / 1000.0).start()
+    clock = FrameClock(a.fps, tick, spin_s=a.spin_ms / 1000.0)
     try:
-        clock.join()
+        clock.start()
+        while clock.running:
+            clock.join(0.1)
     except KeyboardInterrupt:
+        print("keyframeface: interrupted; closing sinks", file=sys.stderr)
+    finally:
         clock.stop()
-    avatar.close()
-    fanout.close()
+        avatar.close()
+        fanout.close()
     s = clock.stats.summary()
     print(json.dumps({
         "line": req.text, "keyframes": line.keyframes, "tokens": line.tokens,
@@ -269,9 +274,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser().parse_args(argv)
 
 
+def _terminate(signum, frame):  # SIGTERM takes the same clean path as Ctrl-C: takes get closed
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     listener = _setup_logging(args.verbose)
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.func(args)
     except (UserError, config_mod.ConfigError) as e:

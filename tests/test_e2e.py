@@ -115,3 +115,26 @@ def test_bad_input_is_one_line_not_a_traceback(args, message):
     assert run.returncode == 2
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in run.stderr
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_take_is_complete_when_stopped_mid_line(tmp_path, sig):
+    import signal
+
+    out = tmp_path / "take.csv"
+    proc = subprocess.Popen([*CLI, "say", "She laughs and laughs, then cries for a long time.", "--sink",
+                             f"csv:{out}"], stderr=subprocess.PIPE, text=True, env=ENV)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # wait until frames are being written
+        if out.exists() and out.stat().st_size > 20_000:
+            break
+        time.sleep(0.05)
+    proc.send_signal(getattr(signal, sig))
+    _, err = proc.communicate(timeout=30)
+    assert "interrupted" in err
+    take = read_take(out)
+    lines = out.read_text().splitlines()
+    assert len(take.values) == len(lines) - 1 > 20
+    assert lines[-1].count(",") == 62  # the last row is whole
+    np.testing.assert_allclose(np.diff(take.times), 1 / 60, atol=1e-3)
