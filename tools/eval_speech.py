@@ -1,6 +1,6 @@
 """Measure the speech layer: mouth/voice alignment, viseme rule checks, cost per frame.
 
-    .venv/bin/python tools/eval_speech.py [--takes 200] [--seed 0] [--json out.json]
+    .venv/bin/python tools/eval_speech.py [--takes 200] [--seed 0] [--json out.json] [--plot fig.png]
 
 Alignment: sentences get TTS-like word timings that the layer has never seen the model of (every
 phoneme's length drawn around its intrinsic length with log-normal noise, a per-take speaking rate
@@ -310,13 +310,52 @@ def espeak_alignment(wpms: tuple[int, ...] = (140, 175, 220)) -> dict:
             "worst_misses": sorted(worst, reverse=True)[:8]}
 
 
+def plot_line(path: Path, text: str = "Maybe my big brother can help, pal; the moon is bright.") -> None:
+    """One espeak-ng line: the voice's loudness, the mouth's lip gap and pucker, word starts."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from runtime import voice
+
+    sp = voice.speak(text, wpm=165)
+    x = np.frombuffer(sp.pcm, np.int16).astype(np.float64) / 32768
+    hop = sp.sample_rate // 200
+    loud = np.sqrt((x[: len(x) // hop * hop].reshape(-1, hop) ** 2).mean(axis=1))
+    plan = SpeechPlan.from_text(words=sp.words)
+    frames = plan.render(FPS)
+    t = np.arange(len(frames)) / FPS
+    fig, ax = plt.subplots(figsize=(12, 4.6), dpi=90)
+    ax.fill_between(np.arange(len(loud)) / 200, 0, loud / loud.max(), color="0.85", label="voice loudness (espeak-ng)")
+    ax.plot(t, lips(frames), lw=1.8, label="JawOpen − MouthClose (lips touch ≤ 0.05)")
+    ax.plot(t, frames[:, PUCKER], lw=1.4, label="MouthPucker")
+    ax.plot(t, frames[:, ROLL], lw=1.2, label="MouthRollLower")
+    ax.axhline(CLOSED, color="k", lw=0.6, ls=":")
+    for w in sp.words:
+        ax.axvline(w["start"], color="0.5", lw=0.6)
+        ax.text(w["start"] + 0.005, 1.02, w["word"], fontsize=8, rotation=30, va="bottom")
+    for name, tt in sp.phonemes:
+        if name in ("p", "b", "m"):
+            ax.plot([tt], [-0.04], marker="^", color="crimson", ms=5)
+    ax.set_xlabel("seconds (▲: p/b/m events in the voice; grey lines: word starts given to the mouth)")
+    ax.set_ylim(-0.08, 1.15)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize=8, ncol=4, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--takes", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-espeak", action="store_true", help="skip the real-voice check")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--plot", type=Path, help="also draw one espeak-ng line to this PNG")
     args = ap.parse_args()
+    if args.plot:
+        plot_line(args.plot)
     c = cost()  # first: it times the dictionary load
     a = alignment(args.takes, args.seed)
     r = rules()
