@@ -14,11 +14,13 @@ them into bundles instead.
 
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 
 from runtime import channels
 from runtime.sinks.base import SinkError, UdpSink
-from runtime.sinks.osc import MTU_BUNDLE, Slot, bundles, message
+from runtime.sinks.osc import BUNDLE_HEAD, MTU_BUNDLE, Slot, message
 
 DEFAULT_PORT = 9000
 STEP = 1.0 / 127.0  # VRChat's network resolution for floats
@@ -56,6 +58,7 @@ class VrchatEncoder:
         self.messages = [message(f"/avatar/parameters/{p}", Slot(k)) for k, p in enumerate(self.params)]
         # each message ends with its one float: keep the bytes before it, append 4 per frame
         self.prefixes = [m.data[:-4] for m in self.messages]
+        self.sized = [struct.pack(">i", len(m.data)) + m.data[:-4] for m in self.messages]  # in a bundle
         self.bundle = bundle
         self.limit = limit
         self.threshold = threshold
@@ -77,11 +80,23 @@ class VrchatEncoder:
         if due.size == 0:
             return []
         self.last[due] = values[due]
+        be = values.astype(_BE_F32).tobytes()
         if not self.bundle:
-            be = values.astype(_BE_F32).tobytes()
             pre = self.prefixes
             return [pre[k] + be[4 * k:4 * k + 4] for k in due.tolist()]
-        return [p.render(values) for p in bundles([self.messages[k] for k in due.tolist()], self.limit)]
+        # bundles of at most ``limit`` bytes, messages in order, each prefixed by its size
+        out: list[bytes] = []
+        parts: list[bytes] = [BUNDLE_HEAD]
+        size = len(BUNDLE_HEAD)
+        for k in due.tolist():
+            el = self.sized[k]
+            if size + len(el) + 4 > self.limit:
+                out.append(b"".join(parts))
+                parts, size = [BUNDLE_HEAD], len(BUNDLE_HEAD)
+            parts += (el, be[4 * k:4 * k + 4])
+            size += len(el) + 4
+        out.append(b"".join(parts))
+        return out
 
 
 class VrchatSink(UdpSink):
