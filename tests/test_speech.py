@@ -271,3 +271,25 @@ def test_apply_holds_the_last_expression_frame_until_the_mouth_rests() -> None:
     assert len(out) == plan.frames(FPS) > 3
     assert np.allclose(out[:, C.INDEX["BrowInnerUp"]], 0.7)
     assert np.allclose(out[-1, MASK], 0.0, atol=1e-3)  # mouth back at rest at the end
+
+
+def test_any_text_and_any_valid_timings_give_finite_in_range_frames() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=60, deadline=None)
+    @given(text=st.text(max_size=80), gaps=st.lists(st.floats(0.0, 0.6), max_size=8),
+           lens=st.lists(st.floats(0.0, 0.8), min_size=8, max_size=8), start=st.floats(-1.0, 2.0))
+    def check(text: str, gaps: list[float], lens: list[float], start: float) -> None:
+        words, t = [], 0.0
+        for i, gap in enumerate(gaps):
+            t += gap
+            words.append({"word": text[i * 3: i * 3 + 5] or "mm", "start": t, "end": t + lens[i]})
+            t += lens[i]
+        for plan in (SpeechPlan.from_text(text, start=start), SpeechPlan.from_text(words=words, start=start)):
+            speech = plan.render(FPS)
+            assert np.isfinite(speech[:, MASK]).all()
+            out = compose(np.full(C.COUNT, 0.5, np.float32), speech, plan.weight(FPS))
+            assert np.isfinite(out).all() and (out >= C.LOW).all() and (out <= C.HIGH).all()
+
+    check()
