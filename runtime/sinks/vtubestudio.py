@@ -79,8 +79,9 @@ class Mapping:
     custom: list[str]  # the names among ``names`` that we create as custom parameters
 
     def values(self, frame: np.ndarray) -> np.ndarray:
-        # NaN would be invalid JSON and an error 451 from VTube Studio: send 0 instead
-        return np.clip(np.nan_to_num(self.weights @ frame + self.bias), self.lo, self.hi)
+        y = self.weights @ frame + self.bias
+        y[y != y] = 0.0  # NaN would be invalid JSON (error 451 in VTube Studio): send 0 instead
+        return np.minimum(np.maximum(y, self.lo), self.hi)  # np.clip costs 3x more on 17 values
 
     def __post_init__(self) -> None:
         # the JSON around the numbers never changes: build it once (names are alphanumeric)
