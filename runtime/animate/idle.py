@@ -1,0 +1,291 @@
+"""The face between (and under) lines: blinks, eye saccades, breathing, slow head drift.
+
+Everything is a function of time drawn from a seeded RNG, so a face is reproducible and any frame
+can be computed without replaying the ones before it. Schedules (blink onsets, saccade onsets and
+targets) are drawn in fixed-size batches as time advances, so the sequence does not depend on how
+the caller steps through time. :meth:`Idle.signals` evaluates many times at once (tests, offline
+renders); the frame clock calls :meth:`Idle.compose` with one time per frame.
+
+Composition with the expression (the line's track) never fights it:
+
+* blinks *screen* onto the eyelids, ``e + (1 - e) * blink``: a blink during a squint or a sad face
+  still closes the eyes, and it never opens an eye the line has closed; EyeWide yields while the
+  lid is down;
+* saccades fade out while the line itself moves the gaze (EyeLook* set), head drift halves while the
+  line moves the head, and breathing is a small additive lift.
+
+Blink numbers were measured from the real recordings in ../shared/data/recordings with
+``python tools/measure_blinks.py`` (takes S07-001, S88-001 and apfel: 49 blinks in 185.5 s of
+tracked face, 15.9 per minute; the range-of-motion takes are posed, so left out):
+
+* interval between blinks: median 3.58 s, p10 1.25 s, p90 7.84 s, min 0.77 s; log-normal fit
+  mu = 1.195, sigma = 0.658 (of ln seconds);
+* closing (10 % -> peak) median 89 ms, opening (peak -> 10 %) median 117 ms, whole blink median
+  207 ms (p10 162 ms, p90 358 ms): lids close faster than they open;
+* depth: median 0.59 in the tracker's units. A 30 Hz tracker misses the fully closed instant and
+  ARKit under-reads closed lids, so a rendered blink closes fully (0.9-1.0) instead.
+
+Saccade and breathing numbers are not in the recordings (their eye/head rotation columns are zero):
+fixations of about a second between small gaze shifts (a few degrees, 2-3 frames long, following
+the saccadic main sequence of ~21 ms + 2.2 ms per degree) and 12-20 breaths a minute at rest.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from runtime import channels
+
+# measured (tools/measure_blinks.py), see the module docstring
+BLINK_INTERVAL_MU = 1.195  # ln seconds; exp(mu) = 3.3 s, median of the fit
+BLINK_INTERVAL_SIGMA = 0.658
+BLINK_INTERVAL_MIN = 0.75  # the shortest measured interval was 0.77 s
+BLINK_INTERVAL_MAX = 12.0
+BLINK_CLOSE = 0.089  # s, 10 % -> peak
+BLINK_OPEN = 0.117  # s, peak -> 10 %
+BLINK_JITTER = 0.25  # sigma of ln(duration) around those medians (p10/p90 spread of the takes)
+# a smoothstep spends 20 % of its time below 10 %: stretch so the 10 %..peak part matches
+_SMOOTH_10 = 0.196
+
+# not measurable from the recordings (rotation columns are zero): common values at rest
+SACCADE_INTERVAL_MU = float(np.log(1.1))  # ln seconds between gaze shifts
+SACCADE_INTERVAL_SIGMA = 0.5
+SACCADE_RECENTRE = 0.35  # chance a shift goes back to the listener (the centre)
+
+_BATCH = 64  # events drawn at a time
+
+# signal columns
+BLINK, YAW_POS, YAW_NEG, PITCH_POS, PITCH_NEG, HEAD_YAW, HEAD_PITCH, HEAD_ROLL, BREATH = range(9)
+N_SIGNALS = 9
+
+
+def _mix_matrix() -> np.ndarray:
+    """float32[61, 8]: additive signals (degrees, breath 0..1) -> channel offsets."""
+    m = np.zeros((channels.COUNT, N_SIGNALS - 1), dtype=np.float32)
+    ix = channels.INDEX
+    deg = 1.0 / 180.0  # rotations are degrees / 180
+    look_yaw = 0.8 / 27.0  # the lookleft preset: 0.8 of EyeLookOut/In at 27 degrees of eye yaw
+    look_pitch = 0.8 / 21.6  # the lookup preset: 0.8 of EyeLookUp at 21.6 degrees of eye pitch
+    c = lambda name: ix[name]  # noqa: E731
+    # eye yaw > 0 looks left (as the lookleft preset): left eye out, right eye in
+    for col, sign, left, right in ((YAW_POS, 1, "EyeLookOutLeft", "EyeLookInRight"),
+                                   (YAW_NEG, -1, "EyeLookInLeft", "EyeLookOutRight")):
+        m[c(left), col - 1] = look_yaw
+        m[c(right), col - 1] = look_yaw
+        m[c("LeftEyeYaw"), col - 1] = sign * deg
+        m[c("RightEyeYaw"), col - 1] = sign * deg
+    # eye pitch < 0 looks up (as the lookup preset)
+    for col, sign, left, right in ((PITCH_POS, 1, "EyeLookDownLeft", "EyeLookDownRight"),
+                                   (PITCH_NEG, -1, "EyeLookUpLeft", "EyeLookUpRight")):
+        m[c(left), col - 1] = look_pitch
+        m[c(right), col - 1] = look_pitch
+        m[c("LeftEyePitch"), col - 1] = sign * deg
+        m[c("RightEyePitch"), col - 1] = sign * deg
+    m[c("HeadYaw"), HEAD_YAW - 1] = deg
+    m[c("HeadPitch"), HEAD_PITCH - 1] = deg
+    m[c("HeadRoll"), HEAD_ROLL - 1] = deg
+    m[c("HeadPitch"), BREATH - 1] = -0.35 * deg  # the head lifts a little on the in-breath
+    m[c("JawOpen"), BREATH - 1] = 0.012
+    return m
+
+
+MIX = _mix_matrix()
+EYE_BLINK = np.array([channels.INDEX["EyeBlinkLeft"], channels.INDEX["EyeBlinkRight"]])
+EYE_WIDE = np.array([channels.INDEX["EyeWideLeft"], channels.INDEX["EyeWideRight"]])
+EYE_LOOK = np.array([channels.INDEX[n] for n in channels.NAMES if n.startswith("EyeLook")])
+EYE_ROT = np.r_[np.arange(55, 61)]
+HEAD = np.arange(52, 55)
+
+
+def _smooth(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3.0 - 2.0 * x)
+
+
+class Idle:
+    """Idle motion for one face. ``seed=None`` draws a fresh face each run."""
+
+    def __init__(self, *, seed: int | None = None, blinks: bool = True, saccades: bool = True,
+                 breathing: bool = True, drift: bool = True, gaze_degrees: float = 4.0,
+                 drift_degrees: float = 1.5, breaths_per_minute: float = 15.0) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.blinks, self.saccades, self.breathing, self.drift = blinks, saccades, breathing, drift
+        self.gaze_degrees = gaze_degrees
+        # blinks: onset, closing time, opening time, depth
+        self._b_on = np.empty(0)
+        self._b_close = np.empty(0)
+        self._b_open = np.empty(0)
+        self._b_depth = np.empty(0)
+        # saccades: onset, duration, target yaw/pitch (degrees); index 0 is the start (centre)
+        self._s_on = np.array([-1e9])
+        self._s_dur = np.array([0.03])
+        self._s_yaw = np.zeros(1)
+        self._s_pitch = np.zeros(1)
+        self._extend_blinks(0.0)
+        self._extend_saccades(0.0)
+        # drift: three sines per axis at slow, unrelated frequencies; sum scaled to the given std
+        self._d_freq = self.rng.uniform(0.02, 0.12, (3, 3))
+        self._d_phase = self.rng.uniform(0, 2 * np.pi, (3, 3))
+        amp = self.rng.uniform(0.5, 1.0, (3, 3))
+        axis = np.array([[1.0], [0.7], [0.5]]) * drift_degrees  # yaw > pitch > roll
+        self._d_amp = axis * amp / np.sqrt(0.5 * (amp ** 2).sum(axis=1, keepdims=True))
+        self._breath_f = breaths_per_minute / 60.0 * self.rng.uniform(0.9, 1.1)
+        self._breath_phase = self.rng.uniform(0, 2 * np.pi)
+        self._two_pi_f = 2 * np.pi * self._d_freq
+        self._dtmp = np.zeros((3, 3))
+        self._one = np.zeros(N_SIGNALS)
+        self._mixed = np.zeros(channels.COUNT, dtype=np.float32)
+
+    def _compose1(self, e: np.ndarray, t: float, out: np.ndarray | None) -> np.ndarray:
+        """:meth:`compose` for one frame (the frame clock's path)."""
+        sig = self.signals1(t)
+        add = sig[1:]
+        look = float(e[EYE_LOOK].max())
+        if look > 0.0:
+            add[YAW_POS - 1:PITCH_NEG] *= 1.0 - min(look / 0.3, 1.0)
+        head = float(np.abs(e[HEAD]).max())
+        if head > 0.0:
+            add[HEAD_YAW - 1:HEAD_ROLL] *= 1.0 - 0.5 * min(head / 0.05, 1.0)
+        res = out if out is not None else np.empty(channels.COUNT, dtype=np.float32)
+        np.dot(MIX, add.astype(np.float32), out=self._mixed)
+        np.add(e, self._mixed, out=res)
+        b = np.float32(sig[BLINK])
+        res[EYE_BLINK] = e[EYE_BLINK] + (1.0 - e[EYE_BLINK]) * b
+        res[EYE_WIDE] = e[EYE_WIDE] * (1.0 - b)
+        np.clip(res, channels.LOW, channels.HIGH, out=res)
+        return res
+
+    # schedules ----------------------------------------------------------------------------------
+    def _extend_blinks(self, until: float) -> None:
+        while not len(self._b_on) or self._b_on[-1] <= until + BLINK_INTERVAL_MAX:
+            r = self.rng
+            close = BLINK_CLOSE * np.exp(r.normal(0, BLINK_JITTER, _BATCH)) / (1 - _SMOOTH_10)
+            opening = BLINK_OPEN * np.exp(r.normal(0, BLINK_JITTER, _BATCH)) / (1 - _SMOOTH_10)
+            gap = np.clip(np.exp(r.normal(BLINK_INTERVAL_MU, BLINK_INTERVAL_SIGMA, _BATCH)),
+                          BLINK_INTERVAL_MIN, BLINK_INTERVAL_MAX)
+            gap = np.maximum(gap, close + opening + 0.1)  # blinks never overlap
+            start = self._b_on[-1] if len(self._b_on) else r.uniform(0.3, 2.0) - gap[0]
+            self._b_on = np.r_[self._b_on, start + np.cumsum(gap)]
+            self._b_close = np.r_[self._b_close, close]
+            self._b_open = np.r_[self._b_open, opening]
+            self._b_depth = np.r_[self._b_depth, r.uniform(0.9, 1.0, _BATCH)]
+
+    def _extend_saccades(self, until: float) -> None:
+        while self._s_on[-1] <= until + 10.0:
+            r = self.rng
+            gap = np.clip(np.exp(r.normal(SACCADE_INTERVAL_MU, SACCADE_INTERVAL_SIGMA, _BATCH)), 0.25, 5.0)
+            g = self.gaze_degrees
+            yaw = np.clip(r.normal(0, g, _BATCH), -2.5 * g, 2.5 * g)
+            pitch = np.clip(r.normal(0, 0.6 * g, _BATCH), -1.5 * g, 1.5 * g)
+            home = r.random(_BATCH) < SACCADE_RECENTRE
+            yaw[home] *= 0.15
+            pitch[home] *= 0.15
+            prev_yaw = np.r_[self._s_yaw[-1], yaw[:-1]]
+            prev_pitch = np.r_[self._s_pitch[-1], pitch[:-1]]
+            amplitude = np.hypot(yaw - prev_yaw, pitch - prev_pitch)
+            start = max(self._s_on[-1], 0.0)
+            self._s_on = np.r_[self._s_on, start + np.cumsum(gap)]
+            self._s_dur = np.r_[self._s_dur, 0.021 + 0.0022 * amplitude]  # main sequence
+            self._s_yaw = np.r_[self._s_yaw, yaw]
+            self._s_pitch = np.r_[self._s_pitch, pitch]
+
+    # signals ------------------------------------------------------------------------------------
+    def signals(self, t: np.ndarray | float) -> np.ndarray:
+        """float64[n, 9] at times t (seconds): blink 0..1, gaze yaw+/yaw-/pitch+/pitch- and head
+        yaw/pitch/roll in degrees, breath 0..1."""
+        t = np.atleast_1d(np.asarray(t, dtype=np.float64))
+        out = np.zeros((len(t), N_SIGNALS))
+        if not len(t):
+            return out
+        tmax = float(t.max())
+        if self.blinks:
+            self._extend_blinks(tmax)
+            k = np.searchsorted(self._b_on, t, side="right") - 1
+            ok = k >= 0
+            kk = np.maximum(k, 0)
+            u = t - self._b_on[kk]
+            c, o = self._b_close[kk], self._b_open[kk]
+            closing = _smooth(u / c)
+            opening = 1.0 - _smooth((u - c) / o)
+            shape = np.where(u < c, closing, opening)
+            out[:, BLINK] = np.where(ok & (u >= 0), shape * self._b_depth[kk], 0.0)
+        if self.saccades:
+            self._extend_saccades(tmax)
+            k = np.maximum(np.searchsorted(self._s_on, t, side="right") - 1, 0)
+            prev = np.maximum(k - 1, 0)
+            s = _smooth((t - self._s_on[k]) / self._s_dur[k])
+            yaw = self._s_yaw[prev] + (self._s_yaw[k] - self._s_yaw[prev]) * s
+            pitch = self._s_pitch[prev] + (self._s_pitch[k] - self._s_pitch[prev]) * s
+            out[:, YAW_POS] = np.maximum(yaw, 0.0)
+            out[:, YAW_NEG] = np.maximum(-yaw, 0.0)
+            out[:, PITCH_POS] = np.maximum(pitch, 0.0)
+            out[:, PITCH_NEG] = np.maximum(-pitch, 0.0)
+        if self.drift:
+            arg = 2 * np.pi * self._d_freq[None] * t[:, None, None] + self._d_phase[None]
+            out[:, HEAD_YAW:HEAD_ROLL + 1] = (self._d_amp[None] * np.sin(arg)).sum(axis=2)
+        if self.breathing:
+            out[:, BREATH] = 0.5 - 0.5 * np.cos(2 * np.pi * self._breath_f * t + self._breath_phase)
+        return out
+
+    def signals1(self, t: float) -> np.ndarray:
+        """:meth:`signals` at one time, with scalar maths: the per-frame path (a few microseconds)."""
+        out = self._one
+        out[:] = 0.0
+        if self.blinks:
+            if t > self._b_on[-1] - BLINK_INTERVAL_MAX:
+                self._extend_blinks(t)
+            k = int(self._b_on.searchsorted(t, side="right")) - 1
+            if k >= 0:
+                u = t - self._b_on[k]
+                c, o = self._b_close[k], self._b_open[k]
+                x = u / c if u < c else 1.0 - (u - c) / o
+                if x > 0.0:
+                    x = min(x, 1.0)
+                    out[BLINK] = x * x * (3.0 - 2.0 * x) * self._b_depth[k]
+        if self.saccades:
+            if t > self._s_on[-1] - 10.0:
+                self._extend_saccades(t)
+            k = max(int(self._s_on.searchsorted(t, side="right")) - 1, 0)
+            prev = max(k - 1, 0)
+            x = min(max((t - self._s_on[k]) / self._s_dur[k], 0.0), 1.0)
+            s = x * x * (3.0 - 2.0 * x)
+            yaw = self._s_yaw[prev] + (self._s_yaw[k] - self._s_yaw[prev]) * s
+            pitch = self._s_pitch[prev] + (self._s_pitch[k] - self._s_pitch[prev]) * s
+            out[YAW_POS], out[YAW_NEG] = max(yaw, 0.0), max(-yaw, 0.0)
+            out[PITCH_POS], out[PITCH_NEG] = max(pitch, 0.0), max(-pitch, 0.0)
+        if self.drift:
+            np.sin(self._two_pi_f * t + self._d_phase, out=self._dtmp)
+            self._dtmp *= self._d_amp
+            out[HEAD_YAW:HEAD_ROLL + 1] = self._dtmp.sum(axis=1)
+        if self.breathing:
+            out[BREATH] = 0.5 - 0.5 * math.cos(2 * math.pi * self._breath_f * t + self._breath_phase)
+        return out
+
+    def compose(self, expr: np.ndarray, t: np.ndarray | float, out: np.ndarray | None = None) -> np.ndarray:
+        """Expression pose(s) float32[61] or [n, 61] plus idle motion at time(s) t -> out."""
+        e = np.asarray(expr, dtype=np.float32)
+        single = e.ndim == 1
+        if single and np.ndim(t) == 0:
+            return self._compose1(e, float(t), out)
+        e2 = e[None] if single else e
+        sig = self.signals(t)
+        if len(sig) == 1 and len(e2) > 1:
+            sig = np.repeat(sig, len(e2), axis=0)
+        # the line owns the gaze while it looks somewhere, and mostly owns the head while it moves it
+        gaze_free = 1.0 - np.clip(e2[:, EYE_LOOK].max(axis=1) / 0.3, 0.0, 1.0)
+        head_free = 1.0 - 0.5 * np.clip(np.abs(e2[:, HEAD]).max(axis=1) / 0.05, 0.0, 1.0)
+        add = sig[:, 1:].copy()
+        add[:, YAW_POS - 1:PITCH_NEG] *= gaze_free[:, None]
+        add[:, HEAD_YAW - 1:HEAD_ROLL] *= head_free[:, None]
+        res = e2 + (add @ MIX.T).astype(np.float32)
+        blink = sig[:, BLINK:BLINK + 1].astype(np.float32)
+        res[:, EYE_BLINK] = e2[:, EYE_BLINK] + (1.0 - e2[:, EYE_BLINK]) * blink
+        res[:, EYE_WIDE] = e2[:, EYE_WIDE] * (1.0 - blink)
+        np.clip(res, channels.LOW, channels.HIGH, out=res)
+        res = res[0] if single else res
+        if out is None:
+            return res
+        out[...] = res
+        return out
