@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from pythonosc.osc_message import OscMessage
@@ -61,6 +63,7 @@ def test_stream_to_a_receiver():
         values = np.linspace(0, 1, 10)
         for i, v in enumerate(values):
             sink.send(shapes(float(v)), i, i / 60)
+            time.sleep(1 / 60)  # paced like the clock: 52 datagrams a frame, not 520 in one burst
         assert wait_until(lambda: len(peer.values("/avatar/parameters/JawOpen")) == 10)
     finally:
         sink.close()
