@@ -229,6 +229,11 @@ def test_url_and_config_errors(tmp_path):
     assert "\n" not in str(e.value) and "Nope" in str(e.value)
     with pytest.raises(SinkError):
         open_sink("vts://localhost:8001", SinkOptions(vtubestudio=VtubeStudioConfig(mode="replace")))
+    good = SinkOptions(vtubestudio=VtubeStudioConfig(token_path=str(tmp_path / "t.json")))
+    for url, why in (("vts://no-such-host.invalid:8001", "resolve"), ("vts://localhost:port", "port")):
+        with pytest.raises(SinkError, match=why) as e:
+            open_sink(url, good)
+        assert "\n" not in str(e.value)
     sink = open_sink("vts://", SinkOptions(vtubestudio=VtubeStudioConfig(token_path=str(tmp_path / "t.json"))))
     try:
         assert sink.label == "vts://localhost:8001"

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime import channels
-from runtime.sinks.base import Sink, SinkError
+from runtime.sinks.base import Sink, SinkError, resolve
 
 log = logging.getLogger(__name__)
 
@@ -243,6 +243,7 @@ class VtsSink(Sink):
             self.mapping = build_mapping(custom, prefix, gains)
         except ValueError as e:
             raise SinkError(f"{self.label}: {e}") from None
+        resolve(host, port)  # an unknown host is a startup error, not an endless retry
         self.url = f"ws://{host}:{port}"
         self.tokens = TokenStore(token_path, plugin_name, plugin_developer)
         self.plugin_name, self.plugin_developer = plugin_name, plugin_developer
