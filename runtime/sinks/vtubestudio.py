@@ -317,7 +317,7 @@ class VtsSink(Sink):
             why = ""
             try:
                 async with connect(self.url, open_timeout=self.open_timeout, compression=None,
-                                   max_size=2**20, ping_interval=None) as ws:
+                                   max_size=2**20, ping_interval=None, close_timeout=1.0) as ws:
                     await self._session(ws)
                     delay = self.backoff[0]
                     why = "VTube Studio closed the connection"
