@@ -7,6 +7,17 @@ Two threads meet here and only through bounded queues:
 * the **frame clock** calls :meth:`tick` 60 times a second; it drains ``handoff`` without waiting,
   advances the current line's :class:`Track`, and hands the frame to the sinks. It never blocks:
   when the model is late the track eases into its last key and holds.
+
+The track makes the *expression*; an optional idle layer (blinks, saccades, breath, drift) is
+composed on top of it for the frame that is sent, so a new line always starts from the expression
+and never bakes an old blink into its first key.
+
+:meth:`interrupt` (any thread) cancels the line being generated, drops every queued line and tells
+the clock, which drops the playing line and blends from the current expression to rest over
+``interrupt_blend`` seconds (a smoothstep, so the change per frame stays below 1.5x the average). A
+line said after the interrupt starts from wherever that blend has got to: no pop either way.
+Lines carry the interrupt epoch they were said in, so a line the generator thread picks up while an
+interrupt runs is still recognised as cancelled.
 """
 
 from __future__ import annotations
@@ -22,6 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from runtime.animate.idle import Idle
 from runtime.animate.timeline import Interpolator, Track
 from runtime.generate import Backend, LineRequest, stream_keyframes
 from runtime.keyframes.language import Keyframe, Language
@@ -45,13 +57,18 @@ class Line:
     tokens: int = 0
     gen_seconds: float = 0.0
     error: str = ""
+    epoch: int = 0  # the avatar's interrupt count when the line was said
+    cancelled: bool = False  # dropped by an interrupt
+    gen_done: bool = False  # the generator thread is finished with it
+    reported: bool = False  # its "done" event has been sent
 
 
 class Avatar:
     def __init__(self, name: str, backend: Backend, language: Language, fanout: Fanout, *,
                  fps: float = 60.0, attack: float = 0.2, release: float = 0.6,
                  interpolator: Interpolator | None = None, timeout: float = 10.0,
-                 max_lines: int = 32, on_event: Callable[[Event], None] | None = None) -> None:
+                 max_lines: int = 32, on_event: Callable[[Event], None] | None = None,
+                 idle: Idle | None = None, interrupt_blend: float = 0.15) -> None:
         self.name = name
         self.backend = backend
         self.language = language
@@ -65,6 +82,9 @@ class Avatar:
         self.on_event = on_event or (lambda e: None)
         self.lines: queue.Queue[Line | None] = queue.Queue(max_lines)
         self.handoff: queue.Queue[tuple[str, Line, Keyframe | None]] = queue.Queue(1024)
+        self.idle_layer = idle
+        self.interrupt_blend = interrupt_blend
+        self.expr = language.rest.copy()  # float32[61]: the track's pose, before the idle layer
         self.pose = language.rest.copy()  # float32[61]: the frame last sent
         self.pending: deque[Line] = deque()  # lines with keys, waiting for the face
         self.current: Line | None = None
@@ -73,6 +93,10 @@ class Avatar:
         self._ids = itertools.count(1)
         self._cancel = threading.Event()
         self._stop = threading.Event()
+        self._lock = threading.Lock()  # held for microseconds: interrupt vs generator vs done events
+        self._epoch = 0  # interrupts so far (written by interrupt, read by the clock and generator)
+        self._epoch_seen = 0  # the last interrupt the clock has acted on
+        self._generating: Line | None = None
         self._gen = threading.Thread(target=self._generate_loop, name=f"generator:{name}", daemon=True)
         self._gen.start()
 
@@ -81,9 +105,36 @@ class Avatar:
         """Queue a line; raises ``queue.Full`` when too many lines wait."""
         if not req.id:
             req.id = f"{self.name}-{next(self._ids)}"
-        line = Line(req)
+        line = Line(req, epoch=self._epoch)
         self.lines.put_nowait(line)
         return line
+
+    def interrupt(self) -> list[str]:
+        """Cancel generation, drop queued lines and blend to rest (or the next line) in ~150 ms.
+
+        Safe from any thread; returns the ids of the lines it dropped that had not started. Every
+        dropped line still gets its ``done`` event, with ``"interrupted": True``.
+        """
+        dropped: list[Line] = []
+        with self._lock:
+            self._epoch += 1
+            while True:
+                try:
+                    line = self.lines.get_nowait()
+                except queue.Empty:
+                    break
+                if line is None:  # close() asked the generator to stop: keep that request
+                    self.lines.put_nowait(None)
+                    break
+                line.cancelled = True
+                line.gen_done = True
+                dropped.append(line)
+            if self._generating is not None:
+                self._generating.cancelled = True
+                self._cancel.set()
+        for line in dropped:
+            self._report_done(line)
+        return [line.req.id for line in dropped]
 
     @property
     def idle(self) -> bool:
@@ -98,16 +149,27 @@ class Avatar:
             line = self.lines.get()
             if line is None:
                 break
+            with self._lock:
+                if line.epoch != self._epoch:  # said before an interrupt that raced this get()
+                    line.cancelled = True
+                else:
+                    self._generating = line
+                    self._cancel.clear()
+            if line.cancelled:
+                line.gen_done = True
+                self._report_done(line)
+                continue
             self._busy = True
             try:
                 self._generate(line)
             finally:
+                with self._lock:
+                    self._generating = None
                 self._busy = False
 
     def _generate(self, line: Line) -> None:
         parser = KeyframeParser(self.language)
         start = time.perf_counter()
-        self._cancel.clear()
         deadline = threading.Timer(self.timeout, self._cancel.set)
         deadline.daemon = True
         deadline.start()
@@ -117,10 +179,12 @@ class Avatar:
                     line.first_key_at = time.perf_counter()
                 line.keyframes += 1
                 line.tokens += kf.tokens
+                if line.cancelled:
+                    break
                 self.handoff.put(("key", line, kf))
                 self.on_event({"type": "keyframe", "id": line.req.id, "avatar": self.name,
                                **kf.to_json()})
-            if self._cancel.is_set() and not self._stop.is_set():
+            if self._cancel.is_set() and not self._stop.is_set() and not line.cancelled:
                 line.error = f"generation timed out after {self.timeout:.1f} s"
                 log.warning("line %s: %s; ending it gracefully", line.req.id, line.error)
         except Exception as e:  # a model that dies ends the line, never the face
@@ -129,7 +193,11 @@ class Avatar:
         finally:
             deadline.cancel()
             line.gen_seconds = time.perf_counter() - start
-            self.handoff.put(("end", line, None))
+            line.gen_done = True
+            if line.cancelled:  # this thread sent its keyframe events, so it sends its done too
+                self._report_done(line)
+            else:
+                self.handoff.put(("end", line, None))
 
     # -- frame clock thread -----------------------------------------------------------------------
     def _drain(self) -> None:
@@ -138,6 +206,8 @@ class Avatar:
                 kind, line, kf = self.handoff.get_nowait()
             except queue.Empty:
                 return
+            if line.cancelled:
+                continue
             if line is not self.current and line not in self.pending:
                 self.pending.append(line)
             if kind == "key":
@@ -157,28 +227,63 @@ class Avatar:
 
     def tick(self, number: int, t: float, timecode: float | None = None) -> np.ndarray:
         """Make and send frame ``number``. Called by the frame clock; never blocks."""
+        if self._epoch != self._epoch_seen:
+            self._on_interrupt()
         self._drain()
         if self.track is not None and self.track.done:
-            self._finish_line()
-        if self.track is None and self.pending and (self.pending[0].keys or self.pending[0].ended):
-            self.current = self.pending.popleft()
-            self.track = Track(self.pose, self.interp)
+            if self.current is not None:
+                self._finish_line()
+            else:  # an interrupt blend that reached rest
+                self.track = None
+        if (self.current is None and self.pending
+                and (self.pending[0].keys or self.pending[0].ended)):
+            self.current = self.pending.popleft()  # from rest, or from mid-way through a blend
+            self.track = Track(self.expr, self.interp)
         if self.track is not None:
-            self._feed_track()
-            self.track.advance(self.dt, self.pose)
-            if not self.current.first_frame_at:
+            if self.current is not None:
+                self._feed_track()
+            self.track.advance(self.dt, self.expr)
+            if self.current is not None and not self.current.first_frame_at:
                 self.current.first_frame_at = time.perf_counter()
+        if self.idle_layer is not None:
+            self.idle_layer.compose(self.expr, t, out=self.pose)
+        else:
+            self.pose[:] = self.expr
         self.fanout.send(self.pose, number, t if timecode is None else timecode)
         return self.pose
+
+    def _on_interrupt(self) -> None:
+        """Clock thread: drop the playing and waiting lines, blend the expression to rest."""
+        self._epoch_seen = self._epoch
+        dropped = [*([self.current] if self.current is not None else []), *self.pending]
+        self.current = None
+        self.pending.clear()
+        for line in dropped:
+            line.cancelled = True
+            if line.gen_done:  # else the generator thread reports it when it stops
+                self._report_done(line)
+        if self.track is not None or np.any(self.expr != self.language.rest):
+            self.track = Track(self.expr, self.interp)
+            self.track.add(self.interrupt_blend, self.language.rest)
+            self.track.finish()
+
+    def _report_done(self, line: Line) -> None:
+        with self._lock:
+            if line.reported:
+                return
+            line.reported = True
+        event = {"type": "done", "id": line.req.id, "avatar": self.name}
+        if line.cancelled:
+            event["interrupted"] = True
+        elif line.error:
+            event["error"] = line.error
+        self.on_event(event)
 
     def _finish_line(self) -> None:
         line = self.current
         self.finished.append(line)
         self.current, self.track = None, None
-        event = {"type": "done", "id": line.req.id, "avatar": self.name}
-        if line.error:
-            event["error"] = line.error
-        self.on_event(event)
+        self._report_done(line)
 
     def close(self) -> None:
         self._stop.set()

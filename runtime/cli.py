@@ -1,4 +1,4 @@
-"""The ``keyframeface`` command: keyframes | say | render.
+"""The ``keyframeface`` command: keyframes | say | render | serve | bench | demo.
 
 Errors a user can cause (bad arguments, a bad config, a sink that cannot start, a missing model)
 end in one line on stderr and exit status 2, never a traceback.
@@ -195,6 +195,36 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- serve ----------------------------------------------------------------------------------------
+def cmd_serve(args: argparse.Namespace) -> int:
+    from runtime.animate.spline import warm_up
+    from runtime.serve import ServeError, Server
+    from runtime.sinks import SinkError
+
+    cfg = _config(args)
+    if args.no_idle:
+        cfg.idle.enabled = False
+    lang, backend = _backend(cfg)
+    warm_up()
+    try:
+        server = Server(cfg, backend, lang, host=args.host, port=args.port, token=args.token).start()
+    except (ServeError, SinkError) as e:
+        raise UserError(str(e)) from None
+    print(f"serving {server.url} (WebSocket {server.url}ws) for avatars: {', '.join(server.names)}",
+          file=sys.stderr)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+        if server.clock is not None:
+            s = server.clock.stats.summary()
+            print(json.dumps({"frames": s["frames"], "missed": s["missed"],
+                              "late_ms_p99": round(s["late_ms_p99"], 3)}), file=sys.stderr)
+    return 0
+
+
 # -- bench --------------------------------------------------------------------------------------
 def cmd_bench(args: argparse.Namespace) -> int:
     from runtime import bench
@@ -255,6 +285,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", help="also draw the keyframes and curves to this PNG")
     p.add_argument("--fps", type=float, help="frame rate (overrides config)")
     p.set_defaults(func=cmd_render)
+    p = sub.add_parser("serve", help="serve the control API (WebSocket /ws) and the overlay page (GET /)")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1; others need --token)")
+    p.add_argument("--port", type=int, help="port (default 8765)")
+    p.add_argument("--token", help="clients must present it (?token= or Authorization: Bearer)")
+    p.add_argument("--fps", type=float, help="frame rate (overrides config)")
+    p.add_argument("--no-idle", action="store_true", help="no blinks, saccades, breathing or drift")
+    _common(p)
+    p.set_defaults(func=cmd_serve)
     p = sub.add_parser("bench", help="measure the real-time budget on this machine")
     p.add_argument("--json", action="store_true", help="print one JSON object last")
     p.add_argument("--seconds", type=float, default=20.0, help="pacing run length")

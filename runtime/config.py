@@ -91,6 +91,40 @@ class VtubeStudioConfig:
 
 
 @dataclass
+class ServeConfig:
+    host: str = "127.0.0.1"  # loopback only; any other address needs a token
+    port: int = 8765
+    token: str = ""  # clients present it as ?token= or "Authorization: Bearer ..."; "" = none
+    origins: list[str] = field(default_factory=list)  # more browser origins allowed on /ws
+    max_message: int = 16384  # bytes of one client message
+    max_text: int = 500  # characters of one line
+    say_rate: float = 2.0  # lines per second per client, sustained
+    say_burst: int = 5  # lines a client may send at once
+    max_lines: int = 8  # lines waiting per avatar before "too_many_lines"
+    frame_queue: int = 8  # frames buffered per subscriber; a slow one loses its own oldest
+    interrupt_blend: float = 0.15  # seconds from the interrupted face to rest
+
+
+@dataclass
+class IdleConfig:
+    enabled: bool = True  # blinks, saccades, breathing and head drift between and under lines
+    blinks: bool = True
+    saccades: bool = True
+    breathing: bool = True
+    drift: bool = True
+    seed: int = -1  # -1: a different face each run; >= 0: the same idle motion every run
+    gaze_degrees: float = 4.0  # typical size of a gaze shift
+    drift_degrees: float = 1.5  # typical head drift (yaw; pitch and roll smaller)
+    breaths_per_minute: float = 15.0
+
+
+@dataclass
+class AvatarConfig:
+    name: str = "default"
+    sinks: list[str] = field(default_factory=list)  # this avatar's own sinks (URLs)
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     keyframes: KeyframesConfig = field(default_factory=KeyframesConfig)
@@ -101,6 +135,9 @@ class Config:
     osc: OscConfig = field(default_factory=OscConfig)
     websocket: WebSocketConfig = field(default_factory=WebSocketConfig)
     vtubestudio: VtubeStudioConfig = field(default_factory=VtubeStudioConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
+    idle: IdleConfig = field(default_factory=IdleConfig)
+    avatars: list[AvatarConfig] = field(default_factory=list)  # serve: [] = one "default" avatar
     sinks: list[str] = field(default_factory=list)
     presets: dict[str, dict[str, float]] = field(default_factory=lambda: {
         k: dict(v) for k, v in DEFAULT_PRESETS.items()})
