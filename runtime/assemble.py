@@ -27,20 +27,38 @@ def grammar(cfg: Config, lang: Language) -> str:
 
 
 def backend(cfg: Config, lang: Language):
-    """The local llama.cpp backend for ``cfg.model`` (loads the weights: about a second)."""
+    """The backend for ``cfg.model``: a remote completions server when the model is named by URL
+    (``http://host:8080``); else llama.cpp, in a child process when ``model.process`` is set."""
+    from runtime.generate.server import ServerBackend, is_url
+
+    m = cfg.model
+    if is_url(m.name):
+        return ServerBackend(m.name, grammar(cfg, lang), max_tokens=m.max_tokens, timeout=m.timeout,
+                             max_keyframes=cfg.keyframes.max_keyframes)
+    if m.process:
+        from runtime.generate.worker import ProcessBackend
+
+        return ProcessBackend(cfg)
+    return local_backend(cfg, lang)
+
+
+def local_backend(cfg: Config, lang: Language):
+    """llama.cpp in this process (loads the weights: about a second)."""
     from runtime.generate.llama import LlamaBackend
     from runtime.generate.models import resolve
 
     m = cfg.model
     return LlamaBackend(resolve(m.name), grammar(cfg, lang), n_threads=m.threads,
                         n_ctx=m.context, max_tokens=m.max_tokens, lora_path=m.lora_path or None,
-                        n_gpu_layers=m.gpu_layers)
+                        n_gpu_layers=m.gpu_layers, language=lang,
+                        max_keyframes=cfg.keyframes.max_keyframes)
 
 
 def interpolator(cfg: Config):
-    from runtime.animate.timeline import Interpolator
+    """``animation.interpolator``: "spline", or "learned" (the spline if the model cannot load)."""
+    from runtime.animate.learned import load_interpolator
 
-    return Interpolator()
+    return load_interpolator(cfg.animation.interpolator)
 
 
 def sinks(cfg: Config, extra: list[str] = ()) -> list[Sink]:

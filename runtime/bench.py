@@ -82,17 +82,21 @@ def generation(backend, lang, lines: list[str], release: float) -> dict:
             "realtime_factor": statistics.median(rtf), "keyframes_per_line_median": statistics.median(kcount)}
 
 
-def paper_format_tokens(backend, lang, lines: list[str]) -> float:
+def paper_format_tokens(backend, lang, lines: list[str], model: str) -> float:
     """Tokens the KeyframeFace paper's format needs for the same keyframes on the same tokenizer:
     one JSON object with all 61 named values per keyframe."""
+    from llama_cpp import Llama
+
     from runtime.generate import LineRequest, stream_keyframes
+    from runtime.generate.models import resolve
     from runtime.keyframes.parser import KeyframeParser
 
+    vocab = Llama(model_path=str(resolve(model)), vocab_only=True, verbose=False)
     counts = []
     for text in lines[:3]:
         for kf in stream_keyframes(backend, KeyframeParser(lang), LineRequest(text)):
             obj = {"time": round(kf.t, 2), **{n: round(float(v), 2) for n, v in zip(channels.NAMES, kf.values)}}
-            counts.append(len(backend.llm.tokenize(json.dumps(obj).encode(), add_bos=False)))
+            counts.append(len(vocab.tokenize(json.dumps(obj).encode(), add_bos=False)))
     return float(statistics.median(counts))
 
 
@@ -270,7 +274,7 @@ def run(cfg, *, pacing_seconds: float = 20.0, lines: int = 12) -> dict:
 
     list(backend.stream(LineRequest("Hello.")))
     result.update(generation(backend, lang, texts, cfg.animation.release))
-    result["paper_format_tokens_per_keyframe"] = paper_format_tokens(backend, lang, texts)
+    result["paper_format_tokens_per_keyframe"] = paper_format_tokens(backend, lang, texts, cfg.model.name)
     result["ttff_ms_median"] = ttff(backend, lang, cfg, texts[:10])
     result.update(pacing(backend, lang, cfg, pacing_seconds))
     result.update(spline_throughput())

@@ -59,12 +59,16 @@ def _config(args: argparse.Namespace) -> config_mod.Config:
     return cfg
 
 
-def _backend(cfg: config_mod.Config):
+def _backend(cfg: config_mod.Config, realtime: bool = False):
+    """The model; outside real time (keyframes, render) it stays in this process, since there is
+    no frame clock to protect and the child's start-up would only add latency."""
     from runtime import assemble
     from runtime.generate.llama import GenerationError
     from runtime.generate.models import ModelNotFound
 
     lang = assemble.language(cfg)
+    if not realtime:
+        cfg.model.process = False
     try:
         backend = assemble.backend(cfg, lang)
     except (ModelNotFound, GenerationError, ValueError) as e:
@@ -119,7 +123,7 @@ def cmd_say(args: argparse.Namespace) -> int:
     except SinkError as e:
         raise UserError(str(e)) from None
     try:
-        lang, backend = _backend(cfg)
+        lang, backend = _backend(cfg, realtime=True)
     except UserError:
         for s in sinks:
             s.close()
@@ -204,7 +208,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     cfg = _config(args)
     if args.no_idle:
         cfg.idle.enabled = False
-    lang, backend = _backend(cfg)
+    lang, backend = _backend(cfg, realtime=True)
     warm_up()
     try:
         server = Server(cfg, backend, lang, host=args.host, port=args.port, token=args.token).start()

@@ -28,6 +28,7 @@ class ModelConfig:
     max_tokens: int = 96  # per line; bounds a runaway generation
     gpu_layers: int = 0  # layers offloaded to a GPU when llama.cpp was built with one
     timeout: float = 10.0  # seconds a line may generate before it is ended gracefully
+    process: bool = True  # run the model in its own process: its Python loop never delays the clock
 
 
 @dataclass

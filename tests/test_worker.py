@@ -1,0 +1,53 @@
+"""The model in its own process: same keyframes as in-process, survives the child being killed."""
+
+import os
+import signal
+import threading
+
+import pytest
+
+from runtime.generate import stream_keyframes
+from runtime.generate.llama import GenerationError
+from runtime.generate.prompt import LineRequest
+from runtime.keyframes.parser import KeyframeParser
+
+pytestmark = pytest.mark.model
+
+
+@pytest.fixture(scope="module")
+def proc_backend(config, language):
+    from runtime.generate.worker import ProcessBackend
+
+    b = ProcessBackend(config)
+    yield b
+    b.close()
+
+
+def test_same_keyframes_as_in_process(proc_backend, backend, language):
+    req = LineRequest("He frowns at the broken vase.")
+    a = [(k.t, k.items) for k in stream_keyframes(proc_backend, KeyframeParser(language), req)]
+    b = [(k.t, k.items) for k in stream_keyframes(backend, KeyframeParser(language), req)]
+    assert a and a == b
+
+
+def test_child_killed_mid_line_raises_then_recovers(proc_backend, language):
+    stream = proc_backend.stream(LineRequest("She laughs, then cries, then laughs again."))
+    next(stream)
+    os.kill(proc_backend.pid, signal.SIGKILL)
+    with pytest.raises(GenerationError, match="died"):
+        for _ in stream:
+            pass
+    assert proc_backend.restarts == 1
+    keys = list(stream_keyframes(proc_backend, KeyframeParser(language), LineRequest("A big smile.")))
+    assert keys
+
+
+def test_cancel_stops_the_line_and_the_next_starts_clean(proc_backend, language):
+    cancel = threading.Event()
+    stream = proc_backend.stream(LineRequest("She laughs, then cries, then laughs again."), cancel)
+    next(stream)
+    cancel.set()
+    rest = list(stream)
+    assert len(rest) <= 2
+    keys = list(stream_keyframes(proc_backend, KeyframeParser(language), LineRequest("He is furious.")))
+    assert keys and keys[0].t < 1.0
