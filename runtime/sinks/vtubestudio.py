@@ -393,7 +393,9 @@ class VtsSink(Sink):
         await self._create_parameters(ws)
         self.sessions += 1
         self.connected.set()
-        self._state(True)
+        if self.sessions > 1:
+            self._state(True)  # "reachable again", once per recovery
+        self.healthy = True
         log.info("%s: authenticated, driving %d parameters", self.label, len(self.mapping.names))
         reader = asyncio.create_task(self._reader(ws))
         stop = asyncio.create_task(self._stop.wait())
