@@ -39,7 +39,7 @@ class DevTools:
     """The smallest CDP client: one page target, calls by id, events ignored."""
 
     def __init__(self, ws_url: str) -> None:
-        self.ws = connect(ws_url, max_size=None, open_timeout=20)
+        self.ws = connect(ws_url, max_size=None, open_timeout=20).__enter__()
         self.n = 0
 
     def call(self, method: str, timeout: float = 30.0, **params) -> dict:

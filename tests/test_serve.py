@@ -56,7 +56,7 @@ class Conn:
     """A test client: JSON control messages and frames kept apart."""
 
     def __init__(self, srv: Server, query: str = "", **kw) -> None:
-        self.ws = connect(f"ws://127.0.0.1:{srv.port}/ws{query}", open_timeout=5, **kw)
+        self.ws = connect(f"ws://127.0.0.1:{srv.port}/ws{query}", open_timeout=5, **kw).__enter__()
         self.frames: list[tuple[str, int, float, np.ndarray]] = []
         self.hello = self.next("hello")
 
@@ -141,6 +141,7 @@ def test_say_ack_keyframes_frames_done_on_two_avatars_at_once(server):
     ack = c.next()
     ack_ms = (time.monotonic() - t0) * 1000
     assert ack == {"type": "ack", "id": "hello-1", "avatar": "alice"}
+    print(f"\nack after {ack_ms:.1f} ms")
     assert ack_ms < 500  # at once, not after generation
     c.send({"type": "say", "avatar": "bob", "text": "He glares at them, furious.", "emotion": "anger"})
     bob_ack = c.next("ack")
@@ -269,6 +270,8 @@ def test_interrupt_mid_line_blends_without_a_pop(server):
     smile = after[:, SMILE].max(axis=1)
     at_rest = np.flatnonzero(smile < 0.02)
     assert len(at_rest), "the face never got back to rest"
+    print(f"\ninterrupt: max per-frame change {steps.max():.3f}, smile {smile[0]:.2f} -> rest "
+          f"after {at_rest[0]} frames")
     assert at_rest[0] <= 0.25 * 60 + 3, f"rest after {at_rest[0]} frames"  # ~150 ms blend + latency
     c.close()
 
