@@ -63,8 +63,7 @@ def interpolator(cfg: Config):
 
 def sinks(cfg: Config, extra: list[str] = ()) -> list[Sink]:
     """Open every sink; on the first that cannot start, close the others and raise SinkError."""
-    opts = SinkOptions(fps=cfg.animation.fps, device_id=cfg.livelink.device_id,
-                       subject=cfg.livelink.subject)
+    opts = SinkOptions.from_config(cfg)
     opened: list[Sink] = []
     try:
         for url in [*cfg.sinks, *extra]:

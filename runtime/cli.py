@@ -177,6 +177,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     from runtime.sinks.csv import write_take
 
     req = _request(args)
+    plan = _speech(args, req)
     cfg, lang, backend = _load(args)
     a = cfg.animation
     keys = list(stream_keyframes(backend, KeyframeParser(lang), req))
@@ -186,6 +187,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     track.add(track.end + a.release, lang.rest)
     track.finish()
     frames = track.render(a.fps)
+    if plan is not None:  # jaw and lips from the words, the rest from the expression
+        frames = plan.apply(frames, a.fps)
     try:
         write_take(args.output, frames, a.fps)
     except OSError as e:
@@ -264,6 +267,28 @@ def _line_args(p: argparse.ArgumentParser) -> None:
     _common(p)
 
 
+def _speech_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("speech (the mouth speaks the line's words; off unless one is given)")
+    g.add_argument("--talk", action="store_true", help="speak the text at a natural rate")
+    g.add_argument("--words", help="word timings JSON from a TTS engine: [{word, start, end}, ...]")
+    g.add_argument("--duration", type=float, help="seconds of speech audio, when there are no word timings")
+    g.add_argument("--speech-start", type=float, default=0.0, help="seconds into the line where the audio starts")
+
+
+def _speech(args: argparse.Namespace, req: LineRequest):
+    """The line's speech plan, or None when the line is not spoken."""
+    if not (args.talk or args.words or args.duration):
+        return None
+    from runtime.animate import speech
+
+    try:
+        words = speech.load_words(args.words) if args.words else None
+        return speech.SpeechPlan.from_text(req.text, words=words, duration=args.duration,
+                                           start=args.speech_start)
+    except (ValueError, OSError) as e:
+        raise UserError(f"speech: {e}") from None
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="config.toml (defaults if omitted)")
     p.add_argument("--model", help="model name or .gguf path (overrides config)")
@@ -280,11 +305,13 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_keyframes)
     p = sub.add_parser("say", help="stream a line in real time to sinks, then exit")
     _line_args(p)
-    p.add_argument("--sink", action="append", help="sink URL, repeatable: livelink://HOST:PORT, csv:PATH")
+    p.add_argument("--sink", action="append", help="sink URL, repeatable: livelink://HOST:11111, vmc://HOST:39539, "
+                   "vts://localhost:8001, vrchat://127.0.0.1:9000, osc://HOST:PORT, ws://HOST:PORT, csv:PATH")
     p.add_argument("--fps", type=float, help="frame rate (overrides config)")
     p.set_defaults(func=cmd_say)
     p = sub.add_parser("render", help="write a Live Link Face CSV take as fast as possible")
     _line_args(p)
+    _speech_args(p)
     p.add_argument("-o", "--output", required=True, help="take.csv")
     p.add_argument("--plot", help="also draw the keyframes and curves to this PNG")
     p.add_argument("--fps", type=float, help="frame rate (overrides config)")
