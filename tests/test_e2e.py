@@ -138,3 +138,26 @@ def test_take_is_complete_when_stopped_mid_line(tmp_path, sig):
     assert len(take.values) == len(lines) - 1 > 20
     assert lines[-1].count(",") == 62  # the last row is whole
     np.testing.assert_allclose(np.diff(take.times), 1 / 60, atol=1e-3)
+
+
+@pytest.mark.model
+def test_render_speaks_supplied_word_timings(tmp_path):
+    words = [{"word": "bob", "start": 0.3, "end": 0.6}, {"word": "bought", "start": 0.65, "end": 1.0},
+             {"word": "apples", "start": 1.1, "end": 1.6}]
+    (tmp_path / "w.json").write_text(json.dumps(words))
+    out = tmp_path / "take.csv"
+    run = subprocess.run([*CLI, "render", "Bob bought apples.", "--words", str(tmp_path / "w.json"), "-o",
+                          str(out)], capture_output=True, text=True, timeout=120, env=ENV)
+    assert run.returncode == 0, run.stderr
+    take = read_take(out)
+    from runtime import channels
+
+    gap = take.values[:, channels.INDEX["JawOpen"]] - take.values[:, channels.INDEX["MouthClose"]]
+    for w in ("bob", "bought"):  # lips meet within a frame of each b-word's start; first row = time 0
+        t = next(x["start"] for x in words if x["word"] == w)
+        i = round(t * 60)
+        assert gap[i - 1:i + 2].min() <= 0.05
+    assert gap[round(0.45 * 60)] >= 0.15  # the open vowel of "bob"
+    bad = subprocess.run([*CLI, "render", "x", "--words", str(out), "-o", str(tmp_path / "y.csv")],
+                         capture_output=True, text=True, timeout=120, env=ENV)
+    assert bad.returncode == 2 and "speech:" in bad.stderr and "Traceback" not in bad.stderr
