@@ -217,7 +217,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         server = Server(cfg, backend, lang, host=args.host, port=args.port, token=args.token).start()
     except (ServeError, SinkError) as e:
         raise UserError(str(e)) from None
-    print(f"serving {server.url} (WebSocket {server.url}ws) for avatars: {', '.join(server.names)}",
+    ws_url = "ws" + server.url[len("http"):] + "ws"
+    print(f"serving {server.url} (WebSocket {ws_url}) for avatars: {', '.join(server.names)}",
           file=sys.stderr)
     try:
         server.serve_forever()
@@ -225,6 +226,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         pass
     finally:
         server.close()
+        if hasattr(backend, "close"):
+            backend.close()
         if server.clock is not None:
             s = server.clock.stats.summary()
             print(json.dumps({"frames": s["frames"], "missed": s["missed"],
