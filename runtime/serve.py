@@ -31,6 +31,7 @@ import hmac
 import ipaddress
 import logging
 import queue
+import socket
 import threading
 import time
 from datetime import datetime
@@ -56,6 +57,7 @@ STATIC = {"/": ("index.html", "text/html; charset=utf-8"),
           "/index.html": ("index.html", "text/html; charset=utf-8"),
           "/overlay.js": ("overlay.js", "text/javascript; charset=utf-8"),
           "/overlay.css": ("overlay.css", "text/css; charset=utf-8")}
+SEND_BUFFER = 32 * 1024  # bytes a client may have in flight (kernel) and queued (websockets), each
 HARD_MAX_MESSAGE = 1 << 20  # the library closes the connection (1009) above this; below, we answer
 CONTROL_QUEUE = 512  # control messages waiting for a client that does not read: then it is closed
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
@@ -246,7 +248,7 @@ class Server:
 
         async def start():
             return await serve(self._handler, self.host, self.port, process_request=self._http,
-                               compression=None, max_size=HARD_MAX_MESSAGE, write_limit=32 * 1024,
+                               compression=None, max_size=HARD_MAX_MESSAGE, write_limit=SEND_BUFFER,
                                close_timeout=1.0, server_header="keyframeface")
 
         asyncio.set_event_loop(self.loop)
@@ -371,6 +373,11 @@ class Server:
 
     async def _handler(self, ws) -> None:
         client = Client(ws, proto.Session(self.names, self.limits), self.cfg.serve.frame_queue)
+        sock = ws.transport.get_extra_info("socket") if ws.transport else None
+        if sock is not None:
+            # a small kernel buffer: a slow client gets fresh frames late rather than stale ones
+            # seconds behind (loopback autotuning would otherwise queue seconds of frames)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
         self.clients.add(client)
         client.push_control(proto.hello(self.names, self.cfg.animation.fps, self.limits))
         writer = asyncio.create_task(self._writer(client))

@@ -276,6 +276,30 @@ def test_interrupt_mid_line_blends_without_a_pop(server):
     c.close()
 
 
+def test_a_slow_subscriber_loses_its_own_frames_only(server):
+    import socket
+
+    slow = Conn(server, max_queue=1)
+    slow.ws.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow.send({"type": "subscribe", "frames": "json", "avatar": "*"})
+    fast = Conn(server)
+    fast.send({"type": "subscribe", "frames": "binary", "avatar": "alice"})
+    fast.next("subscribed")
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 3.0:  # the slow client reads nothing meanwhile
+        data = fast.ws.recv(timeout=1)
+        if isinstance(data, bytes):
+            fast.frames.append(proto.decode_frame_binary(data))
+    rate = len(fast.frames) / (time.monotonic() - t0)
+    port = slow.ws.local_address[1]
+    server_side = next(c for c in server.clients if c.ws.remote_address[1] == port)
+    print(f"\nfast client {rate:.1f} frames/s while the slow one dropped {server_side.dropped}")
+    assert rate > 50
+    assert server_side.dropped > 0 and len(server_side.frames) <= server.cfg.serve.frame_queue
+    slow.close()
+    fast.close()
+
+
 # -- security -------------------------------------------------------------------------------------
 def test_non_loopback_host_needs_a_token(config, backend, language):
     cfg = dataclasses.replace(config, serve=dataclasses.replace(ServeConfig(), host="0.0.0.0", port=0))
