@@ -66,16 +66,48 @@ DEFAULT_PRESETS: dict[str, dict[str, float]] = {
 }  # fmt: skip
 
 # Words a small model already associates with an emotion, mapped to presets. They are part of the
-# grammar: letting the model say "laugh" instead of forcing "joy" was worth a lot of accuracy.
+# grammar: letting the model say "laugh" (often copying the text's own word) instead of forcing
+# "joy" was worth a lot of accuracy. A broad everyday emotion lexicon, not fitted to any prompt set.
 DEFAULT_ALIASES: dict[str, str] = {
+    # joy
     "happy": "joy", "smile": "joy", "laugh": "joy", "grin": "joy", "delight": "joy",
-    "sad": "sadness", "cry": "sadness", "grief": "sadness", "sorrow": "sadness",
+    "smiling": "joy", "laughing": "joy", "laughter": "joy", "grinning": "joy", "delighted": "joy",
+    "glad": "joy", "cheerful": "joy", "cheer": "joy", "joyful": "joy", "beam": "joy", "beaming": "joy",
+    "giggle": "joy", "chuckle": "joy", "pleased": "joy", "thrilled": "joy", "excited": "joy",
+    "elated": "joy", "proud": "joy", "amused": "joy", "relieved": "joy", "grateful": "joy",
+    "ecstatic": "joy", "glee": "joy", "love": "joy", "fun": "joy",
+    # sadness
+    "sad": "sadness", "cry": "sadness", "grief": "sadness", "sorrow": "sadness", "crying": "sadness",
+    "tears": "sadness", "weep": "sadness", "sob": "sadness", "sobbing": "sadness", "unhappy": "sadness",
+    "gloomy": "sadness", "miserable": "sadness", "heartbroken": "sadness", "lonely": "sadness",
+    "depressed": "sadness", "mourn": "sadness", "disappointed": "sadness", "despair": "sadness",
+    "regret": "sadness", "hopeless": "sadness", "melancholy": "sadness", "sigh": "sadness",
+    "loss": "sadness",
+    # surprise
     "shock": "surprise", "amazed": "surprise", "astonished": "surprise", "gasp": "surprise",
+    "surprised": "surprise", "shocked": "surprise", "startled": "surprise", "stunned": "surprise",
+    "wow": "surprise", "disbelief": "surprise", "speechless": "surprise", "awe": "surprise",
+    "astonishment": "surprise", "unexpected": "surprise",
+    # fear
     "scared": "fear", "afraid": "fear", "terror": "fear", "worried": "fear", "panic": "fear",
-    "angry": "anger", "furious": "anger", "rage": "anger", "annoyed": "anger",
-    "disgusted": "disgust", "gross": "disgust", "revulsion": "disgust",
-    "scorn": "contempt", "sneer": "contempt", "disdain": "contempt",
-    "calm": "neutral", "rest": "neutral",
+    "terrified": "fear", "frightened": "fear", "nervous": "fear", "anxious": "fear", "worry": "fear",
+    "dread": "fear", "horror": "fear", "horrified": "fear", "trembling": "fear", "tremble": "fear",
+    "alarmed": "fear", "uneasy": "fear", "fright": "fear", "danger": "fear",
+    # anger
+    "angry": "anger", "furious": "anger", "rage": "anger", "annoyed": "anger", "mad": "anger",
+    "irritated": "anger", "frustrated": "anger", "livid": "anger", "fury": "anger", "outraged": "anger",
+    "glare": "anger", "scowl": "anger", "yell": "anger", "shout": "anger", "snarl": "anger",
+    "fuming": "anger", "hostile": "anger", "resentful": "anger", "indignant": "anger",
+    # disgust
+    "disgusted": "disgust", "gross": "disgust", "revulsion": "disgust", "revolted": "disgust",
+    "nausea": "disgust", "nauseous": "disgust", "yuck": "disgust", "repulsed": "disgust",
+    "gag": "disgust", "stench": "disgust", "rotten": "disgust", "vile": "disgust", "filthy": "disgust",
+    # contempt
+    "scorn": "contempt", "sneer": "contempt", "disdain": "contempt", "scoff": "contempt",
+    "smug": "contempt", "mock": "contempt", "mocking": "contempt", "condescending": "contempt",
+    "arrogant": "contempt", "dismissive": "contempt", "sarcastic": "contempt", "superior": "contempt",
+    # neutral
+    "calm": "neutral", "rest": "neutral", "blank": "neutral", "relaxed": "neutral",
 }  # fmt: skip
 
 

@@ -1,0 +1,172 @@
+"""Remote generation: an OpenAI-style ``/v1/completions`` server that accepts a GBNF ``grammar``.
+
+llama.cpp's ``llama-server``, llama-cpp-python's server and compatible engines all take the same
+request, so a studio can run many characters against a pool of model servers. Same prompt, same
+language, same parser as the local backend; lines that tell a sequence are sent clause by clause.
+What a remote server cannot do for us is calibrate the expression choice (that needs the logits
+between two tokens), so a small model does better locally.
+
+The wire format is two pure functions (:func:`completion_request`, :class:`SSEDecoder`) with a thin
+``http.client`` transport around them: no dependency beyond the standard library.
+
+A model is named by URL: ``http://host:8080`` (ChatML prompt) or ``http://host:8080#gemma``.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+from runtime.generate import prompt as prompts
+from runtime.generate.llama import GenerationError
+from runtime.generate.prompt import LineRequest
+
+log = logging.getLogger(__name__)
+
+
+class ServerError(GenerationError):
+    pass
+
+
+def is_url(name: str) -> bool:
+    return name.startswith(("http://", "https://"))
+
+
+def completion_request(prompt: str, grammar: str, *, max_tokens: int, model: str = "",
+                       stream: bool = True) -> bytes:
+    """The JSON body of one greedy, grammar-constrained completion."""
+    body = {"prompt": prompt, "grammar": grammar, "max_tokens": max_tokens, "temperature": 0.0,
+            "top_k": 1, "stream": stream, "cache_prompt": True}
+    if model:
+        body["model"] = model
+    return json.dumps(body).encode("utf-8")
+
+
+class SSEDecoder:
+    """Server-sent events in (any split), completion text pieces out; ``done`` after ``[DONE]``."""
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self.done = False
+
+    def feed(self, data: bytes) -> list[str]:
+        self._buf += data
+        out: list[str] = []
+        while True:
+            cut = self._buf.find(b"\n")
+            if cut < 0:
+                return out
+            line, self._buf = self._buf[:cut].rstrip(b"\r"), self._buf[cut + 1:]
+            if not line.startswith(b"data:"):
+                continue  # blank separators, comments, event names
+            payload = line[5:].strip()
+            if payload == b"[DONE]":
+                self.done = True
+                continue
+            try:
+                obj = json.loads(payload)
+                text = obj["choices"][0].get("text", "")
+            except (ValueError, KeyError, IndexError, TypeError):
+                raise ServerError(f"unexpected event from the model server: {payload[:120]!r}") from None
+            if text:
+                out.append(text)
+
+
+class ServerBackend:
+    """Streams keyframe text from a completions server; one line at a time per backend (a lock)."""
+
+    def __init__(self, url: str, grammar: str, *, max_tokens: int = 96, timeout: float = 10.0,
+                 max_keyframes: int = 8, clause_keyframes: int = 3, split_clauses: bool = True,
+                 model: str = "", system: str = prompts.SYSTEM,
+                 examples: list[tuple[str, str]] | None = None) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ServerError(f"model server URL {url!r}: expected http://HOST:PORT")
+        self.https = parts.scheme == "https"
+        self.host, self.port = parts.hostname, parts.port or (443 if self.https else 80)
+        self.path = (parts.path.rstrip("/") or "") + "/v1/completions"
+        self.template = parts.fragment or "chatml"
+        if self.template not in prompts.TEMPLATES:
+            raise ServerError(f"model server URL {url!r}: unknown prompt template {self.template!r} "
+                              f"(known: {', '.join(prompts.TEMPLATES)})")
+        self.grammar = grammar
+        self.max_tokens = max_tokens
+        self.timeout = timeout
+        self.max_keyframes = max_keyframes
+        self.clause_keyframes = clause_keyframes
+        self.split_clauses = split_clauses
+        self.model = model
+        self.prefix = prompts.prefix(system, examples, self.template)
+        self.stats: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def _connect(self) -> http.client.HTTPConnection:
+        cls = http.client.HTTPSConnection if self.https else http.client.HTTPConnection
+        return cls(self.host, self.port, timeout=self.timeout)
+
+    def _clause(self, req: LineRequest, keyframes: int, budget: int,
+                cancel: threading.Event | None) -> Iterator[str]:
+        body = completion_request(self.prefix + prompts.line_part(req, self.template), self.grammar,
+                                  max_tokens=budget, model=self.model)
+        conn = self._connect()
+        try:
+            try:
+                conn.request("POST", self.path, body=body, headers={"Content-Type": "application/json",
+                                                                    "Accept": "text/event-stream"})
+                resp = conn.getresponse()
+            except (OSError, http.client.HTTPException) as e:
+                raise ServerError(f"model server {self.host}:{self.port}: {e}") from None
+            if resp.status != 200:
+                raise ServerError(f"model server {self.host}:{self.port}: HTTP {resp.status} "
+                                  f"{resp.read(300).decode('utf-8', 'replace').strip()}")
+            sse = SSEDecoder()
+            lines = 0
+            while not sse.done:
+                if cancel is not None and cancel.is_set():
+                    return
+                try:
+                    data = resp.read1(4096)
+                except (TimeoutError, OSError) as e:
+                    raise ServerError(f"model server {self.host}:{self.port}: {e}") from None
+                if not data:
+                    return
+                for piece in sse.feed(data):
+                    yield piece
+                    lines += piece.count("\n")
+                    if lines >= keyframes:  # this clause has its share: hang up, the server stops
+                        return
+        finally:
+            conn.close()
+
+    def stream(self, req: LineRequest, cancel: threading.Event | None = None) -> Iterator[tuple[str, int]]:
+        """Yield whole keyframe lines as the server writes them; times continue across clauses."""
+        parts = prompts.clauses(req.text) if self.split_clauses else [req.text]
+        each = min(self.max_keyframes, self.clause_keyframes + 1) if len(parts) == 1 else max(
+            2, min(self.clause_keyframes, self.max_keyframes // len(parts)))
+        with self._lock:
+            t0 = time.perf_counter()
+            first = None
+            pieces = 0
+            for clause in parts:
+                sub = LineRequest(text=clause, context=req.context, emotion=req.emotion, id=req.id)
+                line, n = "", 0
+                for piece in self._clause(sub, each, self.max_tokens, cancel):
+                    pieces += 1
+                    n += 1
+                    line += piece
+                    if "\n" in line:  # whole lines only: a cut-off clause drops its partial line
+                        done, line = line.rsplit("\n", 1)
+                        if first is None:
+                            first = time.perf_counter() - t0
+                        yield done + "\n", n
+                        n = 0
+                if cancel is not None and cancel.is_set():
+                    break
+            self.stats = {"pieces": pieces, "seconds": time.perf_counter() - t0,
+                          "first_keyframe_s": first if first is not None else float("nan"),
+                          "clauses": len(parts)}

@@ -1,0 +1,97 @@
+"""The remote backend: wire format as pure functions, and a real llama-cpp-python server on loopback."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from runtime.generate.prompt import LineRequest
+from runtime.generate.server import ServerBackend, ServerError, SSEDecoder, completion_request, is_url
+from runtime.keyframes.grammar import gbnf
+from runtime.keyframes.language import Language
+from runtime.keyframes.parser import KeyframeParser
+
+
+def test_request_is_greedy_streaming_and_carries_the_grammar():
+    body = json.loads(completion_request("P", "root ::= \"a\"", max_tokens=7))
+    assert body["prompt"] == "P" and body["grammar"] == 'root ::= "a"' and body["max_tokens"] == 7
+    assert body["stream"] is True and body["temperature"] == 0.0
+
+
+def test_sse_decoder_takes_any_split():
+    events = (b'data: {"choices":[{"text":"2 joy"}]}\r\n\r\n: keep-alive\n\n'
+              b'data: {"choices":[{"text":" 7\\n"}]}\n\ndata: [DONE]\n\n')
+    for cut in range(1, len(events)):
+        dec = SSEDecoder()
+        got = dec.feed(events[:cut]) + dec.feed(events[cut:])
+        assert "".join(got) == "2 joy 7\n" and dec.done
+
+
+def test_sse_decoder_names_a_bad_event():
+    with pytest.raises(ServerError, match="unexpected event"):
+        SSEDecoder().feed(b'data: {"error": "boom"}\n')
+
+
+def test_urls():
+    assert is_url("http://127.0.0.1:8080") and not is_url("smollm2-135m")
+    assert ServerBackend("http://h:1#gemma", "root ::= x").template == "gemma"
+    with pytest.raises(ServerError, match="unknown prompt template"):
+        ServerBackend("http://h:1#nope", "root ::= x")
+
+
+def test_unreachable_server_is_a_clear_error():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    b = ServerBackend(f"http://127.0.0.1:{port}", gbnf(Language()), timeout=2.0)
+    with pytest.raises(ServerError, match=f"127.0.0.1:{port}"):
+        list(b.stream(LineRequest("hi")))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    pytest.importorskip("llama_cpp.server.app", reason="needs the test extra (llama-cpp-python's server)")
+    from runtime.generate.models import resolve
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(tmp_path_factory.mktemp("server") / "server.log", "w+b")  # a file: a full pipe would block it
+    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(resolve("smollm2-135m")),
+                             "--host", "127.0.0.1", "--port", str(port), "--n_threads", "1", "--n_ctx", "2048",
+                             "--verbose", "False"],
+                            stdout=subprocess.DEVNULL, stderr=log, env={**os.environ})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(url + "/v1/models", timeout=2).read()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                log.seek(0)
+                pytest.fail(f"llama_cpp.server did not start: {log.read().decode()[-500:]}")
+            time.sleep(0.5)
+    yield url
+    proc.terminate()
+    proc.wait(10)
+    log.close()
+
+
+@pytest.mark.model
+def test_real_server_streams_keyframes_that_parse(server):
+    lang = Language()
+    backend = ServerBackend(server, gbnf(lang), timeout=60.0)
+    parser = KeyframeParser(lang, strict=True)
+    pieces = list(backend.stream(LineRequest("She laughs at the joke, then suddenly looks worried.")))
+    assert all(text.endswith("\n") for text, _ in pieces)  # whole lines, as they complete
+    keys = parser.feed("".join(t for t, _ in pieces)) + parser.close()
+    assert backend.stats["clauses"] == 2 and len(keys) >= 4
+    ts = [k.t for k in keys]
+    assert ts == sorted(ts) and len(set(ts)) == len(ts)

@@ -1,0 +1,139 @@
+#!/usr/bin/env python3
+"""Score the keyframe generator on a prompt set in one process, with the shared emotion probe's rules.
+
+The probe itself (``../shared/eval/emotion_probe.py --cmd ...``) starts the CLI once per prompt,
+which reloads the model every time; this tool loads it once, so decoding variants can be compared
+quickly, and it also reports speed: tokens per keyframe, first-keyframe latency and the real-time
+factor (seconds of animation per second of generation).
+
+    .venv/bin/python tools/eval_keyframes.py --prompts tests/data/prompts_heldout.jsonl
+    .venv/bin/python tools/eval_keyframes.py --prompts ../shared/eval/prompts_dev.jsonl --plain
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+PROBE = ROOT.parent / "shared" / "eval" / "emotion_probe.py"
+
+
+def load_probe(path: Path = PROBE):
+    spec = importlib.util.spec_from_file_location("emotion_probe", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"cannot load the emotion probe from {path}")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def main(argv: list[str] | None = None) -> int:
+    from runtime import assemble, config
+    from runtime.generate.llama import LlamaBackend
+    from runtime.generate.models import resolve
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--prompts", required=True)
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--lora", default="")
+    ap.add_argument("--config")
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--plain", action="store_true", help="plain few-shot: no calibration, no clause split")
+    ap.add_argument("--no-calibrate", action="store_true")
+    ap.add_argument("--no-split", action="store_true")
+    ap.add_argument("--calibrate", default="1.0", help="calibration strength (0 = off); a comma list sweeps")
+    ap.add_argument("--examples", type=int, default=-1, help="use only the first N few-shot examples")
+    ap.add_argument("--no-consistent", action="store_true", help="let each line of a clause change emotion")
+    ap.add_argument("--probe", default=str(PROBE))
+    ap.add_argument("--save", help="write {id, keyframes, seconds} lines (the probe's --results format)")
+    ap.add_argument("--json", action="store_true", help="print a JSON summary last")
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args(argv)
+
+    probe = load_probe(Path(args.probe))
+    cfg = config.load(args.config)
+    lang = assemble.language(cfg)
+    sweep = [0.0] if (args.plain or args.no_calibrate) else [float(x) for x in args.calibrate.split(",")]
+    from runtime.generate import prompt as prompt_mod
+
+    examples = None if args.examples < 0 else prompt_mod.EXAMPLES[: args.examples]
+    t0 = time.perf_counter()
+    backend = LlamaBackend(resolve(args.model), assemble.grammar(cfg, lang), n_threads=args.threads,
+                           n_ctx=cfg.model.context, max_tokens=cfg.model.max_tokens,
+                           lora_path=args.lora or None, language=lang, calibrate=1.0,
+                           split_clauses=not (args.plain or args.no_split), examples=examples,
+                           max_keyframes=cfg.keyframes.max_keyframes, consistent=not args.no_consistent)
+    load_s = time.perf_counter() - t0
+    prompts = [json.loads(line) for line in open(args.prompts) if line.strip()]
+    for calibrate in sweep:
+        backend.calibrate = calibrate
+        run(args, probe, backend, lang, prompts, calibrate, load_s)
+    return 0
+
+
+def run(args, probe, backend, lang, prompts, calibrate: float, load_s: float) -> None:
+    from runtime.generate import stream_keyframes
+    from runtime.generate.prompt import LineRequest
+    from runtime.keyframes.parser import KeyframeParser
+
+    saved = open(args.save, "w") if args.save else None
+    right = total = whole = bad = lines = 0
+    firsts: list[float] = []
+    rtfs: list[float] = []
+    tpk: list[float] = []
+    for p in prompts:
+        parser = KeyframeParser(lang)
+        req = LineRequest(text=p["text"], context=p.get("context", ""), emotion=p.get("emotion", ""))
+        start = time.perf_counter()
+        first = None
+        keys = []
+        for kf in stream_keyframes(backend, parser, req):
+            if first is None:
+                first = time.perf_counter() - start
+            keys.append(kf)
+        gen = time.perf_counter() - start
+        bad += len(parser.errors)
+        lines += len(keys) + len(parser.errors)
+        kfs = [k.to_json() for k in keys]
+        if saved:
+            saved.write(json.dumps({"id": p["id"], "keyframes": kfs, "seconds": gen}) + "\n")
+        if keys:
+            firsts.append(first)
+            rtfs.append(keys[-1].t / gen)
+            tpk.append(backend.stats.get("tokens", 0) / len(keys))
+        expect = p["expect"]
+        got = [probe.label_segment(seg) for seg in probe.segments(kfs, len(expect))]
+        hits = sum(g == e for g, e in zip(got, expect))
+        right += hits
+        total += len(expect)
+        whole += hits == len(expect)
+        if not args.quiet:
+            mark = "ok  " if hits == len(expect) else "MISS"
+            items = " | ".join(lang.format_items(k.items) for k in keys)
+            print(f"{mark} {p['id']} expect={'>'.join(expect)} got={'>'.join(got)}  {p['text'][:60]!r}  [{items}]",
+                  flush=True)
+    summary = {
+        "prompts_file": args.prompts, "model": args.model, "plain": args.plain, "calibrate": calibrate,
+        "split": not (args.plain or args.no_split),
+        "segment_accuracy": round(right / max(total, 1), 4), "prompt_accuracy": round(whole / max(len(prompts), 1), 4),
+        "well_formed": round(1 - bad / max(lines, 1), 4), "load_s": round(load_s, 2),
+        "first_keyframe_ms_median": round(1000 * statistics.median(firsts), 1) if firsts else None,
+        "realtime_factor_median": round(statistics.median(rtfs), 2) if rtfs else None,
+        "tokens_per_keyframe": round(statistics.mean(tpk), 2) if tpk else None,
+        "grammar_full_mask_share": round(backend.grammar.full_checks / max(backend.grammar.checks
+                                                                           + backend.grammar.full_checks, 1), 3),
+    }
+    print(json.dumps(summary) if args.json else f"segment accuracy: {summary['segment_accuracy']:.3f}  {summary}",
+          flush=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
