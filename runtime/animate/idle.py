@@ -32,6 +32,7 @@ the saccadic main sequence of ~21 ms + 2.2 ms per degree) and 12-20 breaths a mi
 
 from __future__ import annotations
 
+import bisect
 import math
 
 import numpy as np
@@ -95,8 +96,11 @@ MIX = _mix_matrix()
 EYE_BLINK = np.array([channels.INDEX["EyeBlinkLeft"], channels.INDEX["EyeBlinkRight"]])
 EYE_WIDE = np.array([channels.INDEX["EyeWideLeft"], channels.INDEX["EyeWideRight"]])
 EYE_LOOK = np.array([channels.INDEX[n] for n in channels.NAMES if n.startswith("EyeLook")])
-EYE_ROT = np.r_[np.arange(55, 61)]
 HEAD = np.arange(52, 55)
+_LOOK_L, _LOOK_R, _HEAD = slice(1, 5), slice(8, 12), slice(52, 55)  # EyeLook* left/right, head
+_BLINK_IX = tuple(EYE_BLINK.tolist())
+_WIDE_IX = tuple(EYE_WIDE.tolist())
+assert [channels.NAMES[i][:7] for i in (*range(1, 5), *range(8, 12))] == ["EyeLook"] * 8
 
 
 def _smooth(x: np.ndarray) -> np.ndarray:
@@ -133,27 +137,38 @@ class Idle:
         self._d_amp = axis * amp / np.sqrt(0.5 * (amp ** 2).sum(axis=1, keepdims=True))
         self._breath_f = breaths_per_minute / 60.0 * self.rng.uniform(0.9, 1.1)
         self._breath_phase = self.rng.uniform(0, 2 * np.pi)
-        self._two_pi_f = 2 * np.pi * self._d_freq
-        self._dtmp = np.zeros((3, 3))
-        self._one = np.zeros(N_SIGNALS)
+        # the per-frame path works on plain floats
+        self._d_terms = [list(zip(self._d_amp[a].tolist(), (2 * np.pi * self._d_freq[a]).tolist(),
+                                  self._d_phase[a].tolist(), strict=True)) for a in range(3)]
+        self._add = np.zeros(N_SIGNALS - 1, dtype=np.float32)
         self._mixed = np.zeros(channels.COUNT, dtype=np.float32)
 
     def _compose1(self, e: np.ndarray, t: float, out: np.ndarray | None) -> np.ndarray:
-        """:meth:`compose` for one frame (the frame clock's path)."""
+        """:meth:`compose` for one frame (the frame clock's path): scalar maths, a handful of
+        small array ops, about 10-20 us."""
         sig = self.signals1(t)
-        add = sig[1:]
-        look = float(e[EYE_LOOK].max())
+        look = max(float(e[_LOOK_L].max()), float(e[_LOOK_R].max()))
         if look > 0.0:
-            add[YAW_POS - 1:PITCH_NEG] *= 1.0 - min(look / 0.3, 1.0)
-        head = float(np.abs(e[HEAD]).max())
+            g = 1.0 - min(look / 0.3, 1.0)
+            for k in range(YAW_POS, PITCH_NEG + 1):
+                sig[k] *= g
+        head = e[_HEAD]
+        head = max(float(head.max()), -float(head.min()))
         if head > 0.0:
-            add[HEAD_YAW - 1:HEAD_ROLL] *= 1.0 - 0.5 * min(head / 0.05, 1.0)
+            g = 1.0 - 0.5 * min(head / 0.05, 1.0)
+            for k in range(HEAD_YAW, HEAD_ROLL + 1):
+                sig[k] *= g
         res = out if out is not None else np.empty(channels.COUNT, dtype=np.float32)
-        np.dot(MIX, add.astype(np.float32), out=self._mixed)
+        self._add[:] = sig[1:]
+        np.dot(MIX, self._add, out=self._mixed)
         np.add(e, self._mixed, out=res)
-        b = np.float32(sig[BLINK])
-        res[EYE_BLINK] = e[EYE_BLINK] + (1.0 - e[EYE_BLINK]) * b
-        res[EYE_WIDE] = e[EYE_WIDE] * (1.0 - b)
+        b = sig[BLINK]
+        if b > 0.0:
+            for j in _BLINK_IX:
+                v = float(e[j])
+                res[j] = v + (1.0 - v) * b
+            for j in _WIDE_IX:
+                res[j] = float(e[j]) * (1.0 - b)
         np.clip(res, channels.LOW, channels.HIGH, out=res)
         return res
 
@@ -171,6 +186,7 @@ class Idle:
             self._b_close = np.r_[self._b_close, close]
             self._b_open = np.r_[self._b_open, opening]
             self._b_depth = np.r_[self._b_depth, r.uniform(0.9, 1.0, _BATCH)]
+        self._b_list = [x.tolist() for x in (self._b_on, self._b_close, self._b_open, self._b_depth)]
 
     def _extend_saccades(self, until: float) -> None:
         while self._s_on[-1] <= until + 10.0:
@@ -190,6 +206,7 @@ class Idle:
             self._s_dur = np.r_[self._s_dur, 0.021 + 0.0022 * amplitude]  # main sequence
             self._s_yaw = np.r_[self._s_yaw, yaw]
             self._s_pitch = np.r_[self._s_pitch, pitch]
+        self._s_list = [x.tolist() for x in (self._s_on, self._s_dur, self._s_yaw, self._s_pitch)]
 
     # signals ------------------------------------------------------------------------------------
     def signals(self, t: np.ndarray | float) -> np.ndarray:
@@ -229,36 +246,35 @@ class Idle:
             out[:, BREATH] = 0.5 - 0.5 * np.cos(2 * np.pi * self._breath_f * t + self._breath_phase)
         return out
 
-    def signals1(self, t: float) -> np.ndarray:
-        """:meth:`signals` at one time, with scalar maths: the per-frame path (a few microseconds)."""
-        out = self._one
-        out[:] = 0.0
+    def signals1(self, t: float) -> list[float]:
+        """:meth:`signals` at one time, with scalar maths: the per-frame path."""
+        out = [0.0] * N_SIGNALS
         if self.blinks:
             if t > self._b_on[-1] - BLINK_INTERVAL_MAX:
                 self._extend_blinks(t)
-            k = int(self._b_on.searchsorted(t, side="right")) - 1
+            k = bisect.bisect_right(self._b_list[0], t) - 1
             if k >= 0:
-                u = t - self._b_on[k]
-                c, o = self._b_close[k], self._b_open[k]
+                on, c, o, depth = (x[k] for x in self._b_list)
+                u = t - on
                 x = u / c if u < c else 1.0 - (u - c) / o
                 if x > 0.0:
                     x = min(x, 1.0)
-                    out[BLINK] = x * x * (3.0 - 2.0 * x) * self._b_depth[k]
+                    out[BLINK] = x * x * (3.0 - 2.0 * x) * depth
         if self.saccades:
             if t > self._s_on[-1] - 10.0:
                 self._extend_saccades(t)
-            k = max(int(self._s_on.searchsorted(t, side="right")) - 1, 0)
+            on, dur, yaws, pitches = self._s_list
+            k = max(bisect.bisect_right(on, t) - 1, 0)
             prev = max(k - 1, 0)
-            x = min(max((t - self._s_on[k]) / self._s_dur[k], 0.0), 1.0)
+            x = min(max((t - on[k]) / dur[k], 0.0), 1.0)
             s = x * x * (3.0 - 2.0 * x)
-            yaw = self._s_yaw[prev] + (self._s_yaw[k] - self._s_yaw[prev]) * s
-            pitch = self._s_pitch[prev] + (self._s_pitch[k] - self._s_pitch[prev]) * s
+            yaw = yaws[prev] + (yaws[k] - yaws[prev]) * s
+            pitch = pitches[prev] + (pitches[k] - pitches[prev]) * s
             out[YAW_POS], out[YAW_NEG] = max(yaw, 0.0), max(-yaw, 0.0)
             out[PITCH_POS], out[PITCH_NEG] = max(pitch, 0.0), max(-pitch, 0.0)
         if self.drift:
-            np.sin(self._two_pi_f * t + self._d_phase, out=self._dtmp)
-            self._dtmp *= self._d_amp
-            out[HEAD_YAW:HEAD_ROLL + 1] = self._dtmp.sum(axis=1)
+            for axis, terms in enumerate(self._d_terms):
+                out[HEAD_YAW + axis] = sum(a * math.sin(w * t + ph) for a, w, ph in terms)
         if self.breathing:
             out[BREATH] = 0.5 - 0.5 * math.cos(2 * math.pi * self._breath_f * t + self._breath_phase)
         return out
