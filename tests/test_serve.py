@@ -56,6 +56,7 @@ class Conn:
     """A test client: JSON control messages and frames kept apart."""
 
     def __init__(self, srv: Server, query: str = "", **kw) -> None:
+        kw.setdefault("close_timeout", 1.0)  # a client full of unread frames cannot see the close reply
         self.ws = connect(f"ws://127.0.0.1:{srv.port}/ws{query}", open_timeout=5, **kw).__enter__()
         self.frames: list[tuple[str, int, float, np.ndarray]] = []
         self.hello = self.next("hello")
