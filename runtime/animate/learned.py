@@ -79,13 +79,36 @@ def phase_grid(h: float) -> np.ndarray:
     return np.linspace(0.0, 1.0, n, dtype=np.float32)
 
 
-def hermite_grid(y0: np.ndarray, y1: np.ndarray, m0: np.ndarray, m1: np.ndarray, h: float,
-                 s: np.ndarray) -> np.ndarray:
-    """The spline segment at every phase in s: float64[len(s), channels]."""
-    s = s.astype(np.float64)[:, None]
-    s2, s3 = s * s, s * s * s
-    return ((2 * s3 - 3 * s2 + 1) * y0 + (s3 - 2 * s2 + s) * h * m0 + (-2 * s3 + 3 * s2) * y1
-            + (s3 - s2) * h * m1)
+@njit(cache=True)
+def _prepare(h: float, y0: np.ndarray, y1: np.ndarray, m0: np.ndarray, m1: np.ndarray,
+             dtp: float, yp: np.ndarray, hasp: float, dtn: float, yn: np.ndarray, hasn: float,
+             s: np.ndarray, feat: np.ndarray, grid: np.ndarray) -> None:
+    """One segment at runtime: ``features`` (row 0 of feat) and the spline on the phase grid,
+    without numpy's per-call overhead. Must agree with ``features`` (tests check)."""
+    hc = min(max(h, 1e-3), 60.0)
+    for c in range(C):
+        feat[0, c] = y0[c]
+        feat[0, C + c] = y1[c]
+        feat[0, 2 * C + c] = m0[c] * hc
+        feat[0, 3 * C + c] = m1[c] * hc
+        feat[0, 4 * C + c] = (y0[c] - yp[c]) * hasp
+        feat[0, 5 * C + c] = (yn[c] - y1[c]) * hasn
+    k = BLOCKS * C
+    feat[0, k] = math.log(min(max(h, H_MIN), H_MAX))
+    feat[0, k + 1] = hasp
+    feat[0, k + 2] = hasn
+    feat[0, k + 3] = min(max(math.log(min(max(dtp, 1e-3), 60.0) / hc), -4.0), 4.0) * hasp
+    feat[0, k + 4] = min(max(math.log(min(max(dtn, 1e-3), 60.0) / hc), -4.0), 4.0) * hasn
+    for i in range(s.shape[0]):
+        q = float(s[i])
+        q2 = q * q
+        q3 = q2 * q
+        a = 2.0 * q3 - 3.0 * q2 + 1.0
+        b = (q3 - 2.0 * q2 + q) * h
+        cc = -2.0 * q3 + 3.0 * q2
+        d = (q3 - q2) * h
+        for c in range(grid.shape[1]):
+            grid[i, c] = a * y0[c] + b * m0[c] + cc * y1[c] + d * m1[c]
 
 
 @njit(cache=True)
@@ -132,6 +155,8 @@ class LearnedInterpolator(Interpolator):
                         self.path, str(e).splitlines()[0] if str(e) else type(e).__name__)
             return
         log.info("learned interpolator %s on %s", self.path.name, self.provider)
+        z = np.zeros(channels.COUNT)
+        self.segment(0.0, 0.5, z, z, z, z, None, None).at(0.25, z)  # compile the kernels now
 
     def _load(self, providers: list[str] | None):
         import onnxruntime as ort
@@ -167,13 +192,12 @@ class LearnedInterpolator(Interpolator):
         if self.session is None:
             return SplineSegment(t0, t1, y0, y1, m0, m1)
         h = t1 - t0
-        f = features(np.array([h]), y0[None], y1[None], m0[None], m1[None],
-                     np.array([t0 - prev[0] if prev else h]), (prev[1] if prev else y0)[None],
-                     np.array([prev is not None]),
-                     np.array([nxt[0] - t1 if nxt else h]), (nxt[1] if nxt else y1)[None],
-                     np.array([nxt is not None]))
         s = phase_grid(h)
-        grid = hermite_grid(y0, y1, m0, m1, h, s)  # rotations stay on the spline
+        f = np.empty((1, FEATURES), dtype=np.float32)
+        grid = np.empty((len(s), len(y0)))  # rotations stay on the spline
+        _prepare(h, y0, y1, m0, m1, t0 - prev[0] if prev else h, prev[1] if prev else y0,
+                 1.0 if prev else 0.0, nxt[0] - t1 if nxt else h, nxt[1] if nxt else y1,
+                 1.0 if nxt else 0.0, s, f, grid)
         try:
             grid[:, :C] = self.session.run(None, {"features": f, "phase": s})[0][0]
         except Exception as e:  # never stop the stream: this segment plays the spline

@@ -1,0 +1,393 @@
+"""Train the learned in-between network on real face capture and export it to ONNX.
+
+    .venv/bin/pip install -e '.[train]'     # CPU torch, onnx, tqdm; the runtime never imports them
+    python tools/train_interpolator.py [--recordings DIR] [--val S88-001 --val apfel] [--steps N]
+
+Takes are split by take (``--val`` names the held-out ones). From every training take it cuts
+segments between keys chosen several ways (salient RDP keys at 1.5-3 keys/s, uniform keys every
+0.4-0.6 s from a random start, random gaps of 0.15-1 s), each also mirrored left/right, and
+sometimes hides the key after the segment (as when the model is late) so the network learns to
+work with what the stream knows. The network (runtime/animate/learned.py explains its inputs and
+why its output is bounded) learns the in-between frames as a residual over the monotone cubic.
+
+Writes exported_models/interpolator.onnx and the model card interpolator.json (data, split, seed,
+input/output spec, the eval table on the held-out takes). Seeded; one thread; a few minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tools"))
+
+import eval_interpolator as ev  # noqa: E402
+
+from runtime import channels  # noqa: E402
+from runtime.animate import learned as L  # noqa: E402
+from runtime.animate.spline import tangents  # noqa: E402
+
+C = L.C
+OPSET = 17
+# Blinks between keys are events, not in-betweens: the idle layer makes them, and a network that
+# guesses them from key timing only learns the training person's blink rate.
+SPLINE_CHANNELS = ("EyeBlinkLeft", "EyeBlinkRight")
+
+
+class Net(nn.Module):
+    """Segment features -> K sine coefficients per channel -> bounded residual over the cubic.
+
+    One small network shared by every channel (each channel's own keys, the segment's timing, how
+    much the whole face moves, and a 4-number channel embedding) rather than one joint network over
+    all channels: on held-out takes the joint one learned the training takes' habits instead.
+    """
+
+    def __init__(self, hidden: int = 64, basis: int = 6, embed: int = 4, context: int = 0,
+                 spline_channels: tuple[str, ...] = (), hold: tuple[float, float] = (0.0, 0.0)) -> None:
+        super().__init__()
+        self.basis = basis
+        self.hold = hold  # residual fades out from hold[0] to hold[1] seconds; (0, 0): never
+        keep = torch.ones(C)
+        keep[[channels.INDEX[n] for n in spline_channels]] = 0.0
+        self.register_buffer("keep", keep)  # 0: this channel plays the plain spline
+        self.embed = nn.Parameter(torch.zeros(C, embed))
+        # a few numbers summarising the whole face's keys, so channels can move together
+        self.context = nn.Linear(L.FEATURES, context) if context else None
+        n_in = L.BLOCKS + L.SCALARS + 3 + embed + context
+        self.body = nn.Sequential(nn.Linear(n_in, hidden), nn.SiLU(), nn.Linear(hidden, hidden),
+                                  nn.SiLU())
+        self.head = nn.Linear(hidden, basis)
+        with torch.no_grad():  # start as the plain spline
+            self.head.weight.mul_(0.01)
+            self.head.bias.zero_()
+            self.embed.normal_(0.0, 0.1)
+        self.register_buffer("freq", torch.arange(1, basis + 1, dtype=torch.float32) * math.pi)
+
+    def coeffs(self, f: torch.Tensor) -> torch.Tensor:
+        """f [B, F] -> sine coefficients [B, K, C]."""
+        b = f.shape[0]
+        per = f[:, :L.BLOCKS * C].reshape(b, L.BLOCKS, C).transpose(1, 2)  # [B, C, 6]
+        scal = f[:, L.BLOCKS * C:]  # [B, 5]
+        face = torch.stack(  # how much the whole face moves
+            [(per[:, :, 1] - per[:, :, 0]).abs().mean(1), per[:, :, 4].abs().mean(1),
+             per[:, :, 5].abs().mean(1)], dim=1)
+        parts = [scal, face] + ([torch.tanh(self.context(f))] if self.context is not None else [])
+        glob = torch.cat(parts, dim=1)[:, None, :].expand(b, C, -1)
+        x = torch.cat([per, glob, self.embed[None].expand(b, -1, -1)], dim=2)
+        return self.head(self.body(x)).transpose(1, 2)
+
+    def shape(self, f: torch.Tensor, s: torch.Tensor, a: torch.Tensor | None = None) -> torch.Tensor:
+        """f [B, F], s [B, P] phases in [0, 1] -> poses [B, P, C], each in [0, 1].
+
+        ``a`` (coefficients [B, K, C]) may be given when rows repeat a segment (training)."""
+        a = self.coeffs(f) if a is None else a
+        r = torch.tanh(torch.sin(s[..., None] * self.freq) @ a) * self.keep  # 0 at both keys
+        if self.hold[1] > 0:  # long holds: what happens inside is not an in-between
+            h = torch.exp(f[:, L.BLOCKS * C])
+            fade = ((self.hold[1] - h) / (self.hold[1] - self.hold[0])).clamp(0.0, 1.0)
+            r = r * fade[:, None, None]
+        s = s[..., None]
+        s2, s3 = s * s, s * s * s
+        y0, y1 = f[:, None, 0:C], f[:, None, C:2 * C]
+        m0h, m1h = f[:, None, 2 * C:3 * C], f[:, None, 3 * C:4 * C]
+        base = ((2 * s3 - 3 * s2 + 1) * y0 + (s3 - 2 * s2 + s) * m0h + (-2 * s3 + 3 * s2) * y1
+                + (s3 - s2) * m1h).clamp(0.0, 1.0)  # the input is in range; guard rounding
+        # r > 0 takes that fraction of the room above, r < 0 of the room below; written so that
+        # float rounding cannot leave [0, 1] either (tanh may round to 1 + ulp, hence 0.9999)
+        r = r * 0.9999
+        return 1.0 - (1.0 - base * (1.0 - torch.relu(-r))) * (1.0 - torch.relu(r))
+
+    def forward(self, features: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+        """The exported graph: features [B, F], phase [P] -> pose [B, P, C]."""
+        return self.shape(features, phase[None, :].expand(features.shape[0], -1))
+
+
+def export(net: Net, path: Path) -> None:
+    net.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(1, L.FEATURES), torch.linspace(0, 1, 9)), str(path),
+                          dynamo=False, opset_version=OPSET, input_names=list(L.INPUTS),
+                          output_names=[L.OUTPUT],
+                          dynamic_axes={"features": {0: "segments"}, "phase": {0: "phases"},
+                                        "pose": {0: "segments", 1: "phases"}})
+
+
+# data -------------------------------------------------------------------------------------------
+class Segments:
+    """Segment features plus every in-between frame (segment index, phase, true shapes)."""
+
+    def __init__(self) -> None:
+        self.feats: list[np.ndarray] = []
+        self.seg: list[np.ndarray] = []
+        self.phase: list[np.ndarray] = []
+        self.target: list[np.ndarray] = []
+        self.count = 0
+
+    def add(self, t: np.ndarray, v: np.ndarray, k: np.ndarray, rng: np.random.Generator,
+            p_hide_next: float = 0.15) -> None:
+        kt, kv = t[k], v[k]
+        m = tangents(kt, kv)
+        n = len(k) - 1
+        j = np.arange(n)
+        has_prev = j > 0
+        has_next = (j + 2 < len(k)) & (rng.random(n) >= p_hide_next)
+        m1 = m[1:].copy()
+        m1[~has_next] = 0.0  # the timeline's tangent when the next key is not known yet
+        jp, jn = np.maximum(j - 1, 0), np.minimum(j + 2, len(k) - 1)
+        f = L.features(kt[1:] - kt[:-1], kv[:-1], kv[1:], m[:-1], m1, kt[j] - kt[jp], kv[jp], has_prev,
+                       kt[jn] - kt[j + 1], kv[jn], has_next)
+        inside = np.ones(len(t), dtype=bool)
+        inside[k] = False
+        inside[: k[0]] = inside[k[-1] + 1:] = False
+        idx = np.flatnonzero(inside)
+        sj = np.searchsorted(k, idx) - 1
+        self.feats.append(f)
+        self.seg.append(sj + self.count)
+        self.phase.append(((t[idx] - kt[sj]) / (kt[sj + 1] - kt[sj])).astype(np.float32))
+        self.target.append(v[idx, :C].astype(np.float32))
+        self.count += n
+
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        return (torch.from_numpy(np.concatenate(self.feats)), torch.from_numpy(np.concatenate(self.seg)),
+                torch.from_numpy(np.concatenate(self.phase)), torch.from_numpy(np.concatenate(self.target)))
+
+
+def random_keys(t: np.ndarray, rng: np.random.Generator, lo: float = 0.15, hi: float = 1.0) -> np.ndarray:
+    gaps = rng.uniform(lo, hi, int((t[-1] - t[0]) / lo) + 2)
+    idx = np.searchsorted(t, t[0] + np.cumsum(gaps))
+    return np.unique(np.r_[0, idx[idx < len(t) - 1], len(t) - 1])
+
+
+def build(runs: list[ev.Run], rng: np.random.Generator) -> Segments:
+    data = Segments()
+    for run in runs:
+        for mirror in (False, True):
+            t = run.times
+            v = run.values[:, channels.MIRROR] if mirror else run.values
+            keyings = [ev.salient_keys(t, v, r) for r in (1.0, 1.5, 2.0, 2.5, 3.0)]
+            for step in (0.4, 0.5, 0.6):
+                off = int(np.searchsorted(t, t[0] + rng.uniform(0, step)))
+                keyings.append(np.unique(np.r_[0, off + ev.uniform_keys(t[off:], step)]))
+            keyings += [random_keys(t, rng) for _ in range(2)] + [random_keys(t, rng, 0.3, 3.0)]
+            for k in keyings:
+                if len(k) >= 2:
+                    data.add(t, v, k, rng)
+    return data
+
+
+# training ---------------------------------------------------------------------------------------
+def progress(total: int):
+    try:
+        from tqdm import tqdm
+
+        return tqdm(total=total, unit="step", mininterval=2.0)
+    except ImportError:  # print every tenth instead
+        class Plain:
+            n = 0
+
+            def update(self, k: int) -> None:
+                self.n += k
+                if self.n % max(total // 10, 1) == 0:
+                    print(f"step {self.n}/{total}", file=sys.stderr)
+
+            def set_postfix_str(self, s: str) -> None:
+                pass
+
+            def close(self) -> None:
+                pass
+
+        return Plain()
+
+
+def train(data: Segments, steps: int, batch: int, lr: float, hidden: int, basis: int, context: int,
+          spline_channels: tuple[str, ...], hold: tuple[float, float], huber: float,
+          seed: int) -> tuple[Net, list[float]]:
+    torch.manual_seed(seed)
+    feats, seg, phase, target = data.tensors()
+    # frames are stored segment by segment: a step takes whole segments, so the network runs once
+    # per segment and every frame of it counts
+    start = torch.searchsorted(seg, torch.arange(len(feats) + 1))
+    net = Net(hidden, basis, context=context, spline_channels=spline_channels, hold=hold)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
+    gen = torch.Generator().manual_seed(seed)
+    bar = progress(steps)
+    losses, run = [], 0.0
+    for step in range(steps):
+        j = torch.randint(0, len(feats), (batch,), generator=gen)
+        n = start[j + 1] - start[j]
+        local = torch.repeat_interleave(torch.arange(batch), n)
+        i = start[j][local] + torch.arange(len(local)) - (torch.cumsum(n, 0) - n)[local]
+        f = feats[j]
+        pred = net.shape(f[local], phase[i, None], net.coeffs(f)[local])[:, 0]
+        err = pred - target[i]
+        if huber > 0:  # robust: rare events between keys (a twitch) teach no average bump
+            loss = torch.nn.functional.huber_loss(pred, target[i], delta=huber)
+        else:
+            loss = (err ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        mse = float((err.detach() ** 2).mean())
+        run = 0.98 * run + 0.02 * mse if step else mse
+        if step % 100 == 0:
+            bar.set_postfix_str(f"rmse {math.sqrt(run):.4f}")
+            losses.append(math.sqrt(run))
+        bar.update(1)
+    bar.close()
+    return net.eval(), losses
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--recordings", type=Path, default=ev.DEFAULT_RECORDINGS)
+    ap.add_argument("--val", action="append", help="held-out take (file stem); repeatable")
+    ap.add_argument("--out", type=Path, default=L.DEFAULT_MODEL)
+    ap.add_argument("--steps", type=int, default=6000)
+    ap.add_argument("--batch", type=int, default=128, help="segments per step")
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--hidden", type=int, default=64)
+    ap.add_argument("--basis", type=int, default=6)
+    ap.add_argument("--context", type=int, default=8, help="whole-face summary size (0: none)")
+    ap.add_argument("--spline-channels", type=lambda x: [n for n in x.split(",") if n],
+                    default=list(SPLINE_CHANNELS),
+                    help="comma-separated channels left to the spline (default: the blinks, which the "
+                         "idle layer owns)")
+    ap.add_argument("--hold", type=float, nargs=2, default=(0.0, 0.0), metavar=("FROM", "TO"),
+                    help="fade the residual out over segments FROM..TO seconds long (0 0: never)")
+    ap.add_argument("--huber", type=float, default=0.0, help="Huber loss delta (0: squared error)")
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    val = a.val or ["S88-001", "apfel"]
+    rng = np.random.default_rng(a.seed)
+
+    paths = ev.find_takes(a.recordings)
+    train_paths = [p for p in paths if p.stem not in val]
+    val_paths = [p for p in paths if p.stem in val]
+    if not train_paths:
+        print(f"no training takes in {a.recordings}", file=sys.stderr)
+        return 2
+    runs = [r for p in train_paths for r in ev.runs_of(p)]
+    t0 = time.perf_counter()
+    data = build(runs, rng)
+    n_frames = sum(len(x) for x in data.seg)
+    print(f"train takes {[p.stem for p in train_paths]}, val {[p.stem for p in val_paths]}: "
+          f"{data.count} segments, {n_frames} in-between frames ({time.perf_counter() - t0:.1f} s)",
+          file=sys.stderr)
+    t0 = time.perf_counter()
+    net, curve = train(data, a.steps, a.batch, a.lr, a.hidden, a.basis, a.context,
+                       tuple(a.spline_channels), tuple(a.hold), a.huber, a.seed)
+    train_s = time.perf_counter() - t0
+
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    export(net, a.out)
+    sess_check(net, a.out)
+    learned = L.LearnedInterpolator(a.out)
+    scores = ev.evaluate(val_paths, learned) if val_paths else []
+    train_scores = ev.evaluate(train_paths, learned)
+    card = model_card(a, net, train_paths, val_paths, data, n_frames, train_s, curve, scores,
+                      train_scores)
+    a.out.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    if scores:
+        print(ev.table(scores))
+    print(json.dumps(card["eval"]["validation"]["summary"] if scores else {}))
+    return 0
+
+
+def sess_check(net: Net, path: Path) -> None:
+    """Refuse to ship an export that disagrees with the network it came from."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    g = torch.Generator().manual_seed(1)
+    f = torch.rand(4, L.FEATURES, generator=g)
+    p = torch.rand(23, generator=g)
+    with torch.no_grad():
+        want = net(f, p).numpy()
+    got = sess.run(None, {"features": f.numpy(), "phase": p.numpy()})[0]
+    err = float(np.abs(got - want).max())
+    if err > 1e-5:
+        raise SystemExit(f"ONNX export differs from torch by {err}")
+
+
+def model_card(a, net, train_paths, val_paths, data, n_frames, train_s, curve, scores,
+               train_scores) -> dict:
+    def per_take(ss):
+        return {s.name: {rule: {m: s.sums[(rule, m)].rmse for m in ev.METHODS} for rule in ev.RULES}
+                for s in ss}
+
+    val_sum = ev.summary(scores) if scores else {}
+    gains = {rule: ev.gain(ev.pooled(scores), rule) for rule in ev.RULES} if scores else {}
+    wins = bool(gains) and all(g > 0 for g in gains.values())
+    return {
+        "name": "keyframeface in-between interpolator",
+        "created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "file": a.out.name,
+        "data": {
+            "recordings": "Live Link Face CSV takes (shared/data/recordings, MIT, one person)",
+            "train_takes": [p.stem for p in train_paths],
+            "validation_takes": [p.stem for p in val_paths],
+            "split": "by take",
+            "segments": data.count,
+            "in_between_frames": n_frames,
+            "keyings": "salient RDP 1/1.5/2/2.5/3 keys/s, uniform 0.4/0.5/0.6 s from a random start, "
+                       "2x random gaps 0.15-1 s, 1x random gaps 0.3-3 s; each also mirrored "
+                       "left/right; next key hidden 15% of the time",
+        },
+        "training": {"seed": a.seed,
+                     "loss": f"huber {a.huber}" if a.huber else "squared error",
+                     "steps": a.steps, "batch": a.batch, "lr": a.lr,
+                     "optimizer": "AdamW wd 1e-4, one-cycle", "threads": 1,
+                     "seconds": round(train_s, 1), "torch": torch.__version__,
+                     "train_rmse_curve_every_100_steps": [round(x, 5) for x in curve]},
+        "model": {"architecture": f"one MLP shared by the {C} channels, "
+                                  f"{L.BLOCKS + L.SCALARS + 3 + 4}-{a.hidden}-{a.hidden}-{a.basis} (SiLU; "
+                                  "inputs: the channel's keys, segment timing, face motion, a 4-d "
+                                  "channel embedding); sine-basis residual over the monotone cubic, "
+                                  "tanh-bounded",
+                  "parameters": sum(p.numel() for p in net.parameters()), "opset": OPSET},
+        "spline_channels": list(a.spline_channels),
+        "hold_fade_seconds": list(a.hold),
+        "features": {"version": L.FEATURE_VERSION, "count": L.FEATURES,
+                     "layout": "y0, y1, m0*h, m1*h, y0-y_prev, y_next-y1 for the 52 shapes; then "
+                               "log h, has_prev, has_next, log(dt_prev/h)*has_prev, "
+                               "log(dt_next/h)*has_next"},
+        "inputs": {"features": ["segments", L.FEATURES], "phase": ["phases"]},
+        "outputs": {"pose": ["segments", "phases", C],
+                    "range": "[0, 1] by construction (tanh fraction of the room to the bound)",
+                    "channels": "the 52 ARKit blendshapes in canonical order; rotations keep the "
+                                "spline"},
+        "eval": {
+            "rule": "tools/eval_interpolator.py: salient = RDP by error to 2 keys/s, uniform = "
+                    "every 0.5 s; RMSE over non-key frames and live channels",
+            "validation": {"summary": val_sum, "per_take": per_take(scores),
+                           "learned_vs_best_spline_percent": gains},
+            "train_takes_per_take": per_take(train_scores),
+        },
+        "default": ("learned beats the best spline on the held-out takes with both key rules"
+                    if wins else
+                    "NOT the default: it does not beat the best spline on the held-out takes "
+                    "with both key rules"),
+        "limitations": "One person, 5.6 minutes of training capture; untested on other faces and "
+                       "devices. Motion entirely between keys (blinks, saccades) cannot be "
+                       "recovered. Head/eye rotations are not modelled.",
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())
