@@ -27,13 +27,16 @@ import logging
 import queue
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from runtime.animate import speech as speech_layer
 from runtime.animate.idle import Idle
+from runtime.animate.speech import SpeechPlan
 from runtime.animate.timeline import Interpolator, Track
 from runtime.generate import Backend, LineRequest, stream_keyframes
 from runtime.keyframes.language import Keyframe, Language
@@ -41,6 +44,18 @@ from runtime.keyframes.parser import KeyframeParser
 from runtime.sinks.fanout import Fanout
 
 log = logging.getLogger(__name__)
+
+_gates: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_gates_lock = threading.Lock()
+
+
+def _gate(backend: Backend) -> threading.Lock:
+    """One lock per model backend, shared by every avatar that uses it."""
+    with _gates_lock:
+        try:
+            return _gates.setdefault(backend, threading.Lock())
+        except TypeError:  # not weak-referenceable: a lock of its own
+            return threading.Lock()
 
 Event = dict  # {"type": "keyframe"|"done"|..., "id": ..., ...}, for the serve API and the CLI
 
@@ -61,6 +76,8 @@ class Line:
     cancelled: bool = False  # dropped by an interrupt
     gen_done: bool = False  # the generator thread is finished with it
     reported: bool = False  # its "done" event has been sent
+    speech: SpeechPlan | None = None  # the mouth speaking the words, if the line is spoken
+    t: float = 0.0  # line time of the frame last played; unlike the track's, it never waits on the model
 
 
 class Avatar:
@@ -89,7 +106,8 @@ class Avatar:
         self.pending: deque[Line] = deque()  # lines with keys, waiting for the face
         self.current: Line | None = None
         self.track: Track | None = None
-        self.finished: list[Line] = []
+        self.finished: deque[Line] = deque(maxlen=256)  # recent lines, for reports; bounded for long runs
+        self._speech_buf = np.empty(speech_layer.K)
         self._ids = itertools.count(1)
         self._cancel = threading.Event()
         self._stop = threading.Event()
@@ -101,11 +119,12 @@ class Avatar:
         self._gen.start()
 
     # -- submitting -------------------------------------------------------------------------------
-    def say(self, req: LineRequest) -> Line:
-        """Queue a line; raises ``queue.Full`` when too many lines wait."""
+    def say(self, req: LineRequest, speech: SpeechPlan | None = None) -> Line:
+        """Queue a line (with the plan of its spoken words, if any; build it off the clock
+        thread); raises ``queue.Full`` when too many lines wait."""
         if not req.id:
             req.id = f"{self.name}-{next(self._ids)}"
-        line = Line(req, epoch=self._epoch)
+        line = Line(req, epoch=self._epoch, speech=speech)
         self.lines.put_nowait(line)
         return line
 
@@ -169,6 +188,23 @@ class Avatar:
 
     def _generate(self, line: Line) -> None:
         parser = KeyframeParser(self.language)
+        gate = _gate(self.backend)
+        # Avatars share one model and take turns: the timeout counts from this avatar's turn, not
+        # from its wait (an interrupt still ends the wait at once).
+        while not gate.acquire(timeout=0.05):
+            if self._cancel.is_set() or self._stop.is_set():
+                line.gen_done = True
+                if line.cancelled:
+                    self._report_done(line)
+                else:
+                    self.handoff.put(("end", line, None))
+                return
+        try:
+            self._generate_turn(line, parser)
+        finally:
+            gate.release()
+
+    def _generate_turn(self, line: Line, parser: KeyframeParser) -> None:
         start = time.perf_counter()
         deadline = threading.Timer(self.timeout, self._cancel.set)
         deadline.daemon = True
@@ -230,7 +266,7 @@ class Avatar:
         if self._epoch != self._epoch_seen:
             self._on_interrupt()
         self._drain()
-        if self.track is not None and self.track.done:
+        if self.track is not None and self.track.done and self._spoken():
             if self.current is not None:
                 self._finish_line()
             else:  # an interrupt blend that reached rest
@@ -243,14 +279,25 @@ class Avatar:
             if self.current is not None:
                 self._feed_track()
             self.track.advance(self.dt, self.expr)
-            if self.current is not None and not self.current.first_frame_at:
-                self.current.first_frame_at = time.perf_counter()
+            line = self.current
+            if line is not None:
+                if not line.first_frame_at:
+                    line.first_frame_at = time.perf_counter()
+                else:
+                    line.t += self.dt
+                if line.speech is not None:  # jaw and lips from the words, the rest from the track
+                    line.speech.apply_at(line.t, self.expr, self._speech_buf)
         if self.idle_layer is not None:
             self.idle_layer.compose(self.expr, t, out=self.pose)
         else:
             self.pose[:] = self.expr
         self.fanout.send(self.pose, number, t if timecode is None else timecode)
         return self.pose
+
+    def _spoken(self) -> bool:
+        """The current line's words (if any) have all been spoken."""
+        line = self.current
+        return line is None or line.speech is None or line.t >= line.speech.duration
 
     def _on_interrupt(self) -> None:
         """Clock thread: drop the playing and waiting lines, blend the expression to rest."""

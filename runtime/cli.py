@@ -13,6 +13,7 @@ import logging.handlers
 import queue
 import signal
 import sys
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -115,6 +116,7 @@ def cmd_say(args: argparse.Namespace) -> int:
     from runtime.sinks.fanout import Fanout
 
     req = _request(args)
+    plan, wav = _spoken(args, req)
     cfg = _config(args)
     if not args.sink and not cfg.sinks:
         raise UserError("no sink: add --sink livelink://127.0.0.1:11111 (or csv:take.csv)")
@@ -137,15 +139,20 @@ def cmd_say(args: argparse.Namespace) -> int:
     day0 = _seconds_of_day()
     tail = int(a.fps * 0.25)  # a few rest frames after the line so receivers settle
     state = {"after": -1}
+    started = threading.Event()
+    if wav is not None:  # the audio starts on the line's first frame, off the clock thread
+        threading.Thread(target=lambda: started.wait() and voice_play(wav), daemon=True).start()
 
     def tick(n: int, t: float) -> bool:
         avatar.tick(n, t, day0 + t)
+        if line.first_frame_at and not started.is_set():
+            started.set()
         if line.first_frame_at and avatar.current is None and not avatar.pending:
             state["after"] += 1
             return state["after"] < tail
         return True
 
-    line = avatar.say(req)
+    line = avatar.say(req, speech=plan)
     clock = FrameClock(a.fps, tick, spin_s=a.spin_ms / 1000.0)
     try:
         clock.start()
@@ -278,6 +285,31 @@ def _speech_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--speech-start", type=float, default=0.0, help="seconds into the line where the audio starts")
 
 
+def voice_play(path: str) -> None:
+    from runtime import voice
+
+    if voice.play(path) is None:
+        log.warning("no audio player found (aplay, paplay, pw-play); the voice is in %s", path)
+
+
+def _spoken(args: argparse.Namespace, req: LineRequest):
+    """``say``: the speech plan and, with --speak, the WAV file of the voice."""
+    if args.speak is None:
+        return _speech(args, req), None
+    import tempfile
+
+    from runtime import voice
+    from runtime.animate import speech
+
+    try:
+        spoken = voice.speak(req.text)
+    except voice.VoiceError as e:
+        raise UserError(f"--speak: {e} (install espeak-ng)") from None
+    path = args.speak or tempfile.mktemp(prefix="keyframeface-", suffix=".wav")
+    spoken.write_wav(path)
+    return speech.SpeechPlan.from_text(req.text, words=spoken.words, start=args.speech_start), path
+
+
 def _speech(args: argparse.Namespace, req: LineRequest):
     """The line's speech plan, or None when the line is not spoken."""
     if not (args.talk or args.words or args.duration):
@@ -308,6 +340,9 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_keyframes)
     p = sub.add_parser("say", help="stream a line in real time to sinks, then exit")
     _line_args(p)
+    _speech_args(p)
+    p.add_argument("--speak", nargs="?", const="", metavar="WAV",
+                   help="speak the line with espeak-ng (to the audio device, and to WAV if given), mouth aligned")
     p.add_argument("--sink", action="append", help="sink URL, repeatable: livelink://HOST:11111, vmc://HOST:39539, "
                    "vts://localhost:8001, vrchat://127.0.0.1:9000, osc://HOST:PORT, ws://HOST:PORT, csv:PATH")
     p.add_argument("--fps", type=float, help="frame rate (overrides config)")

@@ -6,7 +6,9 @@ error message to send back. The connection stays open after any error.
 
 Client -> server (JSON objects; only the fields shown are accepted)::
 
-    {"type": "say", "text": "...", "id": "...", "context": "...", "emotion": "...", "avatar": "..."}
+    {"type": "say", "text": "...", "id": "...", "context": "...", "emotion": "...", "avatar": "...",
+     "words": [{"word": "hi", "start": 0.0, "end": 0.3}, ...], "duration": s, "start": s, "talk": true}
+        (words/duration/start/talk: the mouth speaks the line; words are a TTS engine's timings)
     {"type": "interrupt", "avatar": "..."}
     {"type": "subscribe", "frames": "json" | "binary", "avatar": "..." | "*"}
     {"type": "unsubscribe", "avatar": "..." | "*"}
@@ -77,6 +79,14 @@ class Say:
     id: str = ""
     context: str = ""
     emotion: str = ""
+    words: tuple | None = None  # validated TTS word timings: ((word, start, end), ...)
+    duration: float | None = None  # seconds of speech audio, without word timings
+    start: float = 0.0  # where the audio starts in the line's time
+    talk: bool = False  # speak the text at a natural rate
+
+    @property
+    def spoken(self) -> bool:
+        return self.talk or self.words is not None or self.duration is not None
 
 
 @dataclass(frozen=True)
@@ -98,7 +108,8 @@ class Unsubscribe:
 Command = Say | Interrupt | Subscribe | Unsubscribe
 
 _FIELDS = {
-    "say": ({"text"}, {"type", "text", "id", "context", "emotion", "avatar"}),
+    "say": ({"text"}, {"type", "text", "id", "context", "emotion", "avatar", "words", "duration", "start",
+                       "talk"}),
     "interrupt": (set(), {"type", "avatar", "id"}),
     "subscribe": (set(), {"type", "frames", "avatar"}),
     "unsubscribe": (set(), {"type", "avatar"}),
@@ -116,6 +127,35 @@ def _text(msg: dict, key: str, limit: int, *, required: bool = False) -> str:
     if required and not value.strip():
         raise ProtocolError("invalid_field", f"{key}: empty")
     return value
+
+
+def _seconds(msg: dict, key: str, default: float | None) -> float | None:
+    value = msg.get(key, default)
+    if value is None or value is default:
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not 0 <= value <= 3600:
+        raise ProtocolError("invalid_field", f"{key}: expected seconds between 0 and 3600, got {value!r}")
+    return float(value)
+
+
+def _speech_fields(msg: dict) -> dict:
+    """The say message's speech fields, validated (word timings by the speech layer's own rules)."""
+    out: dict = {"duration": _seconds(msg, "duration", None), "start": _seconds(msg, "start", 0.0)}
+    talk = msg.get("talk", False)
+    if not isinstance(talk, bool):
+        raise ProtocolError("invalid_field", f"talk: expected true or false, got {talk!r}")
+    out["talk"] = talk
+    if msg.get("words") is not None:
+        from runtime.animate.speech import validate_words
+
+        if not isinstance(msg["words"], list) or len(msg["words"]) > 2000:
+            raise ProtocolError("invalid_field", "words: expected a list of at most 2000 {word, start, end}")
+        try:
+            out["words"] = tuple(validate_words(msg["words"]))
+        except ValueError as e:
+            raise ProtocolError("invalid_field", f"words: {e}") from None
+    return out
 
 
 class Session:
@@ -187,7 +227,7 @@ class Session:
                     raise ProtocolError("rate_limited",
                                         f"at most {lim.say_rate:g} lines per second (burst {lim.say_burst})")
                 return Say(text=text.strip(), avatar=avatar, id=msg_id or "", context=context.strip(),
-                           emotion=emotion.strip())
+                           emotion=emotion.strip(), **_speech_fields(msg))
             if kind == "interrupt":
                 return Interrupt(self._avatar(msg))
             if kind == "subscribe":

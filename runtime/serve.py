@@ -430,8 +430,18 @@ class Server:
             client.push_control(proto.error("invalid_field", f"id {cmd.id!r} is already in use", cmd.id))
             return
         req = LineRequest(text=cmd.text, context=cmd.context, emotion=cmd.emotion, id=cmd.id)
+        plan = None
+        if cmd.spoken:  # planned here, on the loop thread: never on the frame clock
+            from runtime.animate.speech import SpeechPlan
+
+            words = [{"word": w, "start": a, "end": b} for w, a, b in cmd.words] if cmd.words else None
+            try:
+                plan = SpeechPlan.from_text(cmd.text, words=words, duration=cmd.duration, start=cmd.start)
+            except ValueError as e:
+                client.push_control(proto.error("invalid_field", f"speech: {e}", cmd.id or None))
+                return
         try:
-            av.say(req)  # assigns an id when the client gave none
+            av.say(req, speech=plan)  # assigns an id when the client gave none
         except queue.Full:
             client.push_control(proto.error(
                 "too_many_lines", f"avatar {cmd.avatar!r} already has {self.cfg.serve.max_lines} lines "

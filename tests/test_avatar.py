@@ -128,3 +128,32 @@ def test_too_many_lines_is_an_error_not_a_wait():
         for _ in range(5):
             av.say(LineRequest("x"))
     av.close()
+
+
+def test_spoken_line_closes_the_lips_on_time_and_waits_for_the_words():
+    from runtime.animate.speech import SpeechPlan
+
+    words = [{"word": "bob", "start": 0.5, "end": 0.8}, {"word": "bought", "start": 0.85, "end": 1.2},
+             {"word": "apples", "start": 1.3, "end": 2.6}]
+    plan = SpeechPlan.from_text("Bob bought apples.", words=words)
+    av, sink, events = make(Scripted([(0.0, "1 joy 9\n")]))
+    times = []
+    original = sink.send
+
+    def send(frame, number, t):
+        times.append(av.current.t if av.current is not None else None)
+        original(frame, number, t)
+
+    sink.send = send
+    av.say(LineRequest("Bob bought apples."), speech=plan)
+    run(av)
+    frames = np.array(sink.frames)
+    gap = frames[:, channels.INDEX["JawOpen"]] - frames[:, channels.INDEX["MouthClose"]]
+    for start in (0.5, 0.85):  # the frame played at each b-word's start has the lips together
+        i = next(i for i, t in enumerate(times) if t is not None and abs(t - start) < 0.5 / 60)
+        assert gap[i] <= 0.05
+    line_t = [t for t in times if t is not None]
+    assert max(line_t) >= plan.duration - 1 / 60  # the line lasted as long as its words
+    assert frames[:, channels.INDEX["MouthSmileLeft"]].max() > 0.5  # smiling while talking
+    assert events[-1]["type"] == "done"
+    av.close()

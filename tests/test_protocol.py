@@ -132,3 +132,18 @@ def test_json_frame_and_events():
     assert ev["t"] is None and ev["values"]["x"] is None
     hello = json.loads(proto.hello(["alice"], 60.0, proto.Limits()))
     assert hello["channels"] == list(channels.NAMES) and hello["avatars"] == ["alice"]
+
+
+def test_say_speech_fields():
+    s = session(say_burst=20)
+    words = [{"word": "hello", "start": 0.0, "end": 0.3}, {"word": "bob", "start": 0.35, "end": 0.6}]
+    cmd = s.receive(json.dumps({"type": "say", "text": "Hello Bob", "words": words, "start": 0.2}), 0.0)
+    assert cmd.words == (("hello", 0.0, 0.3), ("bob", 0.35, 0.6)) and cmd.start == 0.2 and cmd.spoken
+    cmd = s.receive(json.dumps({"type": "say", "text": "Hi", "duration": 1.5}), 0.0)
+    assert cmd.duration == 1.5 and cmd.words is None and cmd.spoken
+    assert not s.receive('{"type": "say", "text": "Hi"}', 0.0).spoken
+    for bad in ({"words": [{"word": "a", "start": 1.0, "end": 0.5}]}, {"words": "hello"},
+                {"words": [{"word": "a"}]}, {"duration": -1}, {"duration": "long"}, {"start": float("nan")},
+                {"talk": "yes"}):
+        msg = json.dumps({"type": "say", "text": "Hi", **bad}, allow_nan=True)
+        assert code_of(s, msg) == "invalid_field", bad

@@ -366,3 +366,25 @@ def test_avatar_interrupt_blends_every_channel_and_next_line_starts_from_there()
     assert sorted(done[:3]) == [("one", True), ("queued", True), ("slow", True)]
     assert done[3:] == [("next", False)]
     av.close()
+
+
+def test_say_with_word_timings_moves_the_mouth_and_bad_timings_are_refused(server):
+    c = Conn(server)
+    c.send({"type": "subscribe", "frames": "json", "avatar": "alice"})
+    c.next("subscribed")
+    c.send({"type": "say", "avatar": "alice", "text": "wrong", "words": [{"word": "a", "start": 2, "end": 1}]})
+    err = c.next("error")
+    assert err["code"] == "invalid_field" and "words" in err["message"]
+    words = [{"word": w, "start": 0.1 + 0.45 * i, "end": 0.5 + 0.45 * i}
+             for i, w in enumerate(["bob", "bought", "a", "big", "balloon"])]
+    c.send({"type": "say", "avatar": "alice", "id": "talk-1", "text": "Bob bought a big balloon.", "words": words})
+    assert c.next("ack")["id"] == "talk-1"
+    c.until(lambda m: m["type"] == "done" and m["id"] == "talk-1", timeout=120)
+    f = np.array([x[3] for x in c.frames if x[0] == "alice"])
+    gap = f[:, IX["JawOpen"]] - f[:, IX["MouthClose"]]
+    open_ = np.flatnonzero(gap >= 0.15)
+    assert len(open_) > 10  # the mouth opened ...
+    inside = gap[open_[0]:open_[-1]]
+    closings = np.flatnonzero((inside[1:] <= 0.05) & (inside[:-1] > 0.05))
+    assert len(closings) >= 3  # ... and closed again on the b's between the vowels
+    c.close()

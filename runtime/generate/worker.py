@@ -23,7 +23,11 @@ log = logging.getLogger(__name__)
 
 
 def _child(cfg, conn, cancel) -> None:
+    import signal
+
     from runtime import assemble
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it closes us
 
     try:
         backend = assemble.local_backend(cfg, assemble.language(cfg))
