@@ -15,13 +15,14 @@ import numpy as np
 from numba import njit
 
 from runtime import channels
-from runtime.animate.spline import tangents
+from runtime.animate.spline import hermite, tangents
 from runtime.sinks.livelink import VERSION
 
 
 @njit(cache=True)
 def _evaluate(times, values, tang, loop, t, seg, out):
     n, k = times.shape
+    tmp = np.empty(out.shape[1])
     for i in range(n):
         local = t % loop[i]
         j = seg[i]
@@ -30,19 +31,11 @@ def _evaluate(times, values, tang, loop, t, seg, out):
         while j < k - 2 and times[i, j + 1] <= local:
             j += 1
         seg[i] = j
-        t0 = times[i, j]
-        h = times[i, j + 1] - t0
-        s = min(max((local - t0) / h, 0.0), 1.0)
-        s2 = s * s
-        s3 = s2 * s
-        a = 2 * s3 - 3 * s2 + 1
-        b = (s3 - 2 * s2 + s) * h
-        c = -2 * s3 + 3 * s2
-        d = (s3 - s2) * h
+        h = times[i, j + 1] - times[i, j]
+        s = min(max((local - times[i, j]) / h, 0.0), 1.0)
+        hermite(values[i, j], values[i, j + 1], tang[i, j], tang[i, j + 1], h, s, tmp)
         for ch in range(out.shape[1]):
-            v = a * values[i, j, ch] + b * tang[i, j, ch] + c * values[i, j + 1, ch] + d * tang[i, j + 1, ch]
-            lo = -1.0 if ch >= 52 else 0.0
-            out[i, ch] = min(max(v, lo), 1.0)
+            out[i, ch] = min(max(tmp[ch], -1.0 if ch >= 52 else 0.0), 1.0)
 
 
 class Crowd:
