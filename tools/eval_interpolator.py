@@ -329,7 +329,7 @@ def plot(path: Path, png: Path, channel: str, start: float, seconds: float,
 
     c = channels.lookup(channel)
     run = max(runs_of(path), key=lambda r: len(r.times))
-    fig, axes = plt.subplots(2, 1, figsize=(12, 7), sharex=True)
+    fig, axes = plt.subplots(2, 1, figsize=(13, 7), sharex=True)
     for ax, rule in zip(axes, RULES):
         k = keys_for(rule, run)
         t, v = run.times, run.values
@@ -342,7 +342,7 @@ def plot(path: Path, png: Path, channel: str, start: float, seconds: float,
         ax.plot(t[ks], v[ks, c], "o", color="red", ms=5, label="keys")
         ax.set_title(f"{path.stem}: {channels.NAMES[c]}, {rule} keys")
         ax.set_ylabel("value")
-        ax.legend(loc="upper right", fontsize=8, ncol=3)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)  # off the curves
     axes[-1].set_xlabel("seconds")
     fig.tight_layout()
     fig.savefig(png, dpi=110)

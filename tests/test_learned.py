@@ -1,0 +1,176 @@
+"""The learned interpolator: export fidelity, bounds, streaming == offline, fallback."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runtime import channels
+from runtime.animate import learned as L
+from runtime.animate.spline import monotone_cubic
+from runtime.animate.timeline import Interpolator, SplineSegment, Track
+
+ROOT = Path(__file__).resolve().parent.parent
+RNG = np.random.default_rng(11)
+
+
+def random_keys(n: int = 9) -> tuple[np.ndarray, np.ndarray]:
+    times = np.r_[0.0, np.cumsum(RNG.uniform(0.2, 0.8, n - 1))]
+    values = RNG.uniform(0, 1, (n, channels.COUNT))
+    values[:, channels.SHAPES:] = RNG.uniform(-0.3, 0.3, (n, channels.COUNT - channels.SHAPES))
+    values[:, 30] = 0.0  # a channel resting on its bound
+    values[:, 31] = 1.0
+    return times, values
+
+
+def stream(interp: Interpolator, times: np.ndarray, values: np.ndarray, fps: float = 60.0):
+    """Play keys through a Track, each key added ~2 s before the playhead needs it."""
+    track = Track(values[0], interp)
+    nxt, frame = 1, np.zeros(channels.COUNT, dtype=np.float32)
+    while not track.done:
+        while nxt < len(times) and times[nxt] <= track.pos + 2.0:
+            track.add(times[nxt], values[nxt])
+            nxt += 1
+        if nxt == len(times) and not track.final:
+            track.finish()
+        track.advance(1.0 / fps, frame)
+        yield track.pos, frame.copy()
+
+
+@pytest.fixture(scope="module")
+def model() -> L.LearnedInterpolator:
+    m = L.LearnedInterpolator(L.DEFAULT_MODEL)
+    assert m.session is not None, "exported_models/interpolator.onnx must load"
+    return m
+
+
+def test_streaming_equals_offline(model):
+    times, values = random_keys()
+    pos, frames = zip(*stream(model, times, values))
+    offline = L.render_offline(model, times, values, np.array(pos))
+    np.testing.assert_allclose(np.array(frames), offline, atol=2e-6)
+    # and the model really reshapes the curve (so this comparison can fail)
+    spline = monotone_cubic(times, values, np.array(pos))
+    assert np.abs(offline - spline).max() > 1e-3
+
+
+def test_runtime_features_match_training_features():
+    n = 6
+    h, dtp, dtn = RNG.uniform(0.01, 6, n), RNG.uniform(0.01, 6, n), RNG.uniform(0.01, 6, n)
+    y0, y1, yp, yn, m0, m1 = (RNG.uniform(-1, 1, (n, channels.COUNT)) for _ in range(6))
+    hasp, hasn = RNG.random(n) < 0.5, RNG.random(n) < 0.5
+    want = L.features(h, y0, y1, m0, m1, dtp, yp, hasp, dtn, yn, hasn)
+    s = L.phase_grid(1.0)
+    for i in range(n):
+        f = np.empty((1, L.FEATURES), dtype=np.float32)
+        grid = np.empty((len(s), channels.COUNT))
+        L._prepare(h[i], y0[i], y1[i], m0[i], m1[i], dtp[i], yp[i], float(hasp[i]), dtn[i], yn[i],
+                   float(hasn[i]), s, f, grid)
+        np.testing.assert_allclose(f[0], want[i], rtol=1e-6, atol=1e-6)
+        seg = SplineSegment(0.0, h[i], y0[i], y1[i], m0[i], m1[i])
+        spline = np.empty(channels.COUNT)
+        for k in (0, 17, len(s) - 1):
+            seg.at(s[k] * h[i], spline)
+            np.testing.assert_allclose(grid[k], spline, atol=1e-5)
+
+
+def test_offline_spline_path_is_the_runtime_spline():
+    times, values = random_keys()
+    q = np.linspace(0, times[-1], 500)
+    np.testing.assert_allclose(L.render_offline(Interpolator(), times, values, q),
+                               monotone_cubic(times, values, q), atol=1e-6)
+
+
+def test_bounded_and_through_the_keys(model):
+    times, values = random_keys(12)
+    q = np.linspace(0, times[-1], 3000)
+    out = L.render_offline(model, times, values, q)  # unclamped
+    assert (out >= channels.LOW - 1e-6).all() and (out <= channels.HIGH + 1e-6).all()
+    np.testing.assert_allclose(L.render_offline(model, times, values, times), values, atol=1e-5)
+
+
+def test_bounded_by_construction_on_wild_features(model):
+    f = RNG.normal(0, 50, (16, L.FEATURES)).astype(np.float32)
+    f[:, :2 * L.C] = RNG.choice([0.0, 1.0], (16, 2 * L.C))  # keys on the bounds, huge tangents
+    pose = model.session.run(None, {"features": f, "phase": np.linspace(0, 1, 33, dtype=np.float32)})[0]
+    assert pose.shape == (16, 33, L.C)
+    assert np.isfinite(pose).all() and pose.min() >= 0.0 and pose.max() <= 1.0
+
+
+def test_model_card_matches_the_runtime():
+    card = json.loads(L.DEFAULT_MODEL.with_suffix(".json").read_text())
+    assert card["features"]["version"] == L.FEATURE_VERSION
+    assert card["features"]["count"] == L.FEATURES
+    assert card["data"]["validation_takes"] and card["eval"]["validation"]["summary"]["takes"] > 0
+
+
+@pytest.mark.parametrize("content", [None, b"", b"not an onnx file at all"])
+def test_missing_or_broken_model_falls_back_to_the_spline(tmp_path, caplog, content):
+    path = tmp_path / "interpolator.onnx"
+    if content is not None:
+        path.write_bytes(content)
+    with caplog.at_level(logging.WARNING, logger="runtime.animate.learned"):
+        interp = L.LearnedInterpolator(path)
+    assert interp.session is None and interp.name == "monotone_cubic"
+    lines = [r for r in caplog.records if "using the spline" in r.getMessage()]
+    assert len(lines) == 1 and str(path) in lines[0].getMessage()
+    times, values = random_keys()
+    got = Track(values[0], interp)
+    want = Track(values[0], Interpolator())
+    for t, v in zip(times[1:], values[1:]):
+        got.add(t, v)
+        want.add(t, v)
+    got.finish()
+    want.finish()
+    np.testing.assert_array_equal(got.render(60.0), want.render(60.0))
+    seg = interp.segment(0.0, 1.0, values[0], values[1], values[0] * 0, values[0] * 0, None, None)
+    assert isinstance(seg, SplineSegment)
+
+
+def test_wrong_inputs_fall_back(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])
+    g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y])
+    path = tmp_path / "other.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    assert L.LearnedInterpolator(path).session is None
+
+
+def test_load_interpolator():
+    assert type(L.load_interpolator("spline")) is Interpolator
+    assert isinstance(L.load_interpolator("learned"), L.LearnedInterpolator)
+    with pytest.raises(ValueError, match="unknown interpolator"):
+        L.load_interpolator("bezier")
+
+
+def test_onnx_export_matches_torch(tmp_path):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    import onnxruntime as ort
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    import train_interpolator as T
+
+    torch.manual_seed(3)
+    net = T.Net(hidden=16, basis=4, context=4)
+    with torch.no_grad():  # a head far from zero, so the residual and its bound both matter
+        net.head.weight.normal_(0, 2.0)
+    path = tmp_path / "m.onnx"
+    T.export(net, path)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    f = torch.rand(5, L.FEATURES) * 2 - 0.5
+    p = torch.rand(37)
+    with torch.no_grad():
+        want = net(f, p).numpy()
+    got = sess.run(None, {"features": f.numpy(), "phase": p.numpy()})[0]
+    assert got.shape == (5, 37, L.C)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert np.abs(want - net(f, torch.zeros(1)).detach().numpy()).max() > 1e-2  # phases matter
