@@ -41,6 +41,16 @@ def test_prompt_is_prefix_plus_line_part_in_both_templates():
     assert prompts.template_for("") == "chatml"
 
 
+@pytest.fixture(scope="module")
+def local(config, language):
+    """The real default model in this process (the object under test, not the process wrapper)."""
+    from runtime import assemble
+
+    b = assemble.local_backend(config, language)
+    yield b
+    b.close()
+
+
 def _run(backend, language, req):
     parser = KeyframeParser(language, strict=True)  # any malformed line fails the test
     text = "".join(piece for piece, _ in backend.stream(req))
@@ -49,55 +59,55 @@ def _run(backend, language, req):
 
 
 @pytest.mark.model
-def test_sequence_plays_in_order_with_times_continuing(backend, language):
-    text, keys = _run(backend, language, LineRequest("She laughs at the joke, then suddenly looks worried."))
-    assert backend.stats["clauses"] == 2
+def test_sequence_plays_in_order_with_times_continuing(local, language):
+    text, keys = _run(local, language, LineRequest("She laughs at the joke, then suddenly looks worried."))
+    assert local.stats["clauses"] == 2
     ts = [k.t for k in keys]
     assert len(keys) >= 4 and ts == sorted(ts) and len(set(ts)) == len(ts)
     first = {language.preset(n) for n, _ in keys[0].items}
     last = {language.preset(n) for n, _ in keys[-1].items}
     assert first != last  # the second clause got its own expression
-    assert backend.stats["first_keyframe_s"] < backend.stats["seconds"]
+    assert local.stats["first_keyframe_s"] < local.stats["seconds"]
 
 
 @pytest.mark.model
-def test_emotion_field_steers(backend, language):
+def test_emotion_field_steers(local, language):
     peaks = {}
     for emotion in ("sadness", "anger"):
-        _, keys = _run(backend, language, LineRequest("He reads the next line of the letter.", emotion=emotion))
+        _, keys = _run(local, language, LineRequest("He reads the next line of the letter.", emotion=emotion))
         peaks[emotion] = {language.preset(n) for k in keys for n, _ in k.items}
         assert emotion in peaks[emotion]
     assert peaks["sadness"] != peaks["anger"]
 
 
 @pytest.mark.model
-def test_prefix_state_is_reused_and_lines_do_not_leak(backend, language):
+def test_prefix_state_is_reused_and_lines_do_not_leak(local, language):
     req = LineRequest("The dog runs in circles, barking at the mailman.")
-    cuts = backend.rewinds["cut"] + backend.rewinds["restore"]
-    a, _ = _run(backend, language, req)
-    _run(backend, language, LineRequest("Everyone in the room stares at her in silence."))
-    b, _ = _run(backend, language, req)
+    cuts = local.rewinds["cut"] + local.rewinds["restore"]
+    a, _ = _run(local, language, req)
+    _run(local, language, LineRequest("Everyone in the room stares at her in silence."))
+    b, _ = _run(local, language, req)
     assert a == b  # greedy decoding from the same rewound prefix state
-    assert backend.rewinds["cut"] + backend.rewinds["restore"] >= cuts + 3
-    assert backend.llm.n_tokens < backend.prefix_tokens + 120  # only the line's own tokens were added
+    assert local.rewinds["cut"] + local.rewinds["restore"] >= cuts + 3
+    assert local.llm.n_tokens < local.prefix_tokens + 120  # only the line's own tokens were added
 
 
 @pytest.mark.model
-def test_grammar_is_checked_token_first(backend, language):
-    checks, full = backend.grammar.checks, backend.grammar.full_checks
-    _, keys = _run(backend, language, LineRequest("He shrugs and looks at the clock."))
-    one = backend.grammar.checks - checks
-    whole = backend.grammar.full_checks - full
+def test_grammar_is_checked_token_first(local, language):
+    checks, full = local.grammar.checks, local.grammar.full_checks
+    _, keys = _run(local, language, LineRequest("He shrugs and looks at the clock."))
+    one = local.grammar.checks - checks
+    whole = local.grammar.full_checks - full
     # the whole vocabulary is masked once per keyframe (where the expression word starts) and
     # rarely otherwise; every other token costs one check
     assert one > whole and whole <= 2 * len(keys) + 2
 
 
 @pytest.mark.model
-def test_cancel_stops_mid_line(backend, language):
+def test_cancel_stops_mid_line(local, language):
     cancel = threading.Event()
     got = []
-    for kf in stream_keyframes(backend, KeyframeParser(language), LineRequest("She waves, then cheers."), cancel):
+    for kf in stream_keyframes(local, KeyframeParser(language), LineRequest("She waves, then cheers."), cancel):
         got.append(kf)
         cancel.set()
     assert len(got) == 1

@@ -52,10 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calibrate", default="1.0", help="calibration strength (0 = off); a comma list sweeps")
     ap.add_argument("--examples", type=int, default=-1, help="use only the first N few-shot examples")
     ap.add_argument("--no-consistent", action="store_true", help="let each line of a clause change emotion")
+    ap.add_argument("--no-cues", action="store_true", help="no prior for emotion words the text uses")
     ap.add_argument("--probe", default=str(PROBE))
     ap.add_argument("--save", help="write {id, keyframes, seconds} lines (the probe's --results format)")
     ap.add_argument("--json", action="store_true", help="print a JSON summary last")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--bench-kv", type=int, default=0, metavar="N",
+                    help="instead of scoring: time N lines' prompt evaluation with each way to reuse the prefix")
     args = ap.parse_args(argv)
 
     probe = load_probe(Path(args.probe))
@@ -70,13 +73,52 @@ def main(argv: list[str] | None = None) -> int:
                            n_ctx=cfg.model.context, max_tokens=cfg.model.max_tokens,
                            lora_path=args.lora or None, language=lang, calibrate=1.0,
                            split_clauses=not (args.plain or args.no_split), examples=examples,
-                           max_keyframes=cfg.keyframes.max_keyframes, consistent=not args.no_consistent)
+                           max_keyframes=cfg.keyframes.max_keyframes, consistent=not args.no_consistent,
+                           level_floor=0 if args.plain else 4, cue_prior=0.0 if args.no_cues else 2.0)
     load_s = time.perf_counter() - t0
     prompts = [json.loads(line) for line in open(args.prompts) if line.strip()]
+    if args.bench_kv:
+        bench_kv(backend, prompts[: args.bench_kv])
+        return 0
     for calibrate in sweep:
         backend.calibrate = calibrate
         run(args, probe, backend, lang, prompts, calibrate, load_s)
     return 0
+
+
+def bench_kv(backend, prompts: list[dict]) -> None:
+    """Milliseconds to get a line's first logits: cut the KV cache back to the prefix (what the
+    backend does), restore a saved prefix state (llama_state_seq_set_data), or evaluate the whole
+    prompt again (no reuse)."""
+    from runtime.generate import prompt as prompt_mod
+    from runtime.generate.prompt import LineRequest
+
+    llm = backend.llm
+    times: dict[str, list[float]] = {"cut": [], "restore": [], "full": []}
+    for p in prompts:
+        part = llm.tokenize(prompt_mod.line_part(LineRequest(p["text"]), backend.template).encode(),
+                            add_bos=False, special=True)
+        for how in times:
+            t0 = time.perf_counter()
+            if how == "cut":
+                backend._rewind()
+            elif how == "restore":
+                saved = backend._snapshot
+                llm._ctx.kv_cache_clear()
+                import ctypes
+
+                buf = (ctypes.c_uint8 * len(saved)).from_buffer_copy(saved)
+                backend.lib.llama_state_seq_set_data(llm._ctx.ctx, buf, len(saved), 0)
+                llm.n_tokens = backend.prefix_tokens
+            else:
+                llm._ctx.kv_cache_clear()
+                llm.n_tokens = 0
+                llm.eval(llm.tokenize(backend.prefix.encode(), add_bos=True, special=True))
+            llm.eval(part)
+            times[how].append(1000 * (time.perf_counter() - t0))
+    backend._rewind()
+    print(json.dumps({"prefix_tokens": backend.prefix_tokens, "snapshot_bytes": len(backend._snapshot),
+                      **{f"{k}_ms_median": round(statistics.median(v), 1) for k, v in times.items()}}))
 
 
 def run(args, probe, backend, lang, prompts, calibrate: float, load_s: float) -> None:

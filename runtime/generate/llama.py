@@ -8,11 +8,12 @@ here all happen between two tokens:
   ones, restore a ``llama_state_seq_get_data`` snapshot instead) and evaluates only its own text;
 * **token-first grammar check**: take the greedy token, check only that one against the grammar,
   and mask the whole vocabulary only when it is rejected (most steps need one check, not 49k);
-* **calibrated expression choice** (Zhao et al. 2021, contextual calibration): where a keyframe
-  line's first expression word starts, the model's probabilities are summed per preset (an alias
-  counts for its preset) and divided by the same model's preference on content-free input ("N/A"),
-  so its bias toward whatever the examples said last stops deciding the emotion. An ``emotion`` hint
-  from the request adds a prior there too.
+* **calibrated feeling** (Zhao et al. 2021, contextual calibration): every answer opens with
+  "They feel <word>." The word is ours to pick: the model's probabilities for the feeling words
+  (happy, sad, scared ...) are summed per emotion and divided by the same model's preference on
+  content-free input ("N/A"), so its bias toward whatever the examples said last stops deciding the
+  emotion; an ``emotion`` hint adds a prior. The clause's keyframe lines then start with a word of
+  that emotion (an alias such as "laugh" counts), or with an action when the model wants one.
 
 A line that tells a sequence is generated clause by clause (:func:`prompt.clauses`), the keyframe
 times continuing across clauses.
@@ -40,6 +41,8 @@ log = logging.getLogger(__name__)
 
 # the first expression word of a keyframe line starts after "<digits>" or "<digits> "
 _NAME_POS = re.compile(r"^\d+ ?$")
+# an item's level comes next: "<digits> [<name> <level> ]<name>[ ]"
+_LEVEL_POS = re.compile(r"^\d+ (?:[A-Za-z]+ -?\d+ )*([A-Za-z]+) ?$")
 EMOTIONS = ("joy", "sadness", "surprise", "fear", "anger", "disgust", "contempt", "neutral")
 CONTENT_FREE = ("N/A", "[MASK]", "")
 
@@ -114,7 +117,8 @@ class LlamaBackend:
                  n_gpu_layers: int = 0, system: str = prompts.SYSTEM,
                  examples: list[tuple[str, str]] | None = None, language: Language | None = None,
                  calibrate: float = 1.0, split_clauses: bool = True, clause_keyframes: int = 3,
-                 max_keyframes: int = 8, emotion_prior: float = 3.0, consistent: bool = True) -> None:
+                 max_keyframes: int = 8, emotion_prior: float = 3.0, consistent: bool = True,
+                 cue_prior: float = 2.0, level_floor: int = 4) -> None:
         try:
             import llama_cpp
             from llama_cpp import Llama
@@ -133,18 +137,22 @@ class LlamaBackend:
         self.language = language or Language()
         self.max_tokens = max_tokens
         self.max_keyframes = max_keyframes
-        self.system = system
-        self.examples = examples
         self.calibrate = calibrate
         self.split_clauses = split_clauses
         self.clause_keyframes = clause_keyframes
         self.emotion_prior = emotion_prior
         self.consistent = consistent
+        self.cue_prior = cue_prior
+        self.level_floor = level_floor
         self._lock = threading.Lock()
         self._pieces: dict[int, str] = {}
         self._word_presets: dict[int, frozenset[str]] = {}
         self.stats: dict[str, float] = {}
+        if lora_path and examples is None:
+            examples = []  # an adapter was trained on the bare prompt (tools/train_adapter.py)
         self.template = prompts.template_for(self.llm.metadata.get("tokenizer.chat_template", ""))
+        self.system = system
+        self.examples = examples
         self.prefix = prompts.prefix(system, examples, self.template)
         # Evaluate the fixed prefix now, so every line pays only for its own tokens.
         self.llm.eval(self.llm.tokenize(self.prefix.encode("utf-8"), add_bos=True, special=True))
@@ -152,6 +160,26 @@ class LlamaBackend:
         # Cutting the cache back to the prefix is free; a snapshot covers caches that cannot be cut.
         self._snapshot = self._save_state()
         self.rewinds = {"cut": 0, "restore": 0}
+        # first token of each feeling word -> its emotion (a token two emotions share decides nothing)
+        self._feel_first: dict[str, int] = {}
+        owners: dict[int, set[str]] = {}
+        for name, words in prompts.FEELINGS.items():
+            for w in words:
+                t = self.llm.tokenize(f" {w}".encode(), add_bos=False, special=False)[0]
+                self._feel_first[w] = t
+                owners.setdefault(t, set()).add(name)
+        self._feel_tokens = {t: next(iter(o)) for t, o in owners.items() if len(o) == 1}
+        self.last_scores: dict[str, float] = {}
+        self._levels = [t for t in {self.llm.tokenize(f"{sp}{d}".encode(), add_bos=False, special=False)[0]
+                                    for d in range(10) for sp in ("", " ")} if self.piece(t).strip().isdigit()]
+        # tokens that can start each preset's words, spaced or not (the grammar puts a space first)
+        self._starts: dict[str, list[int]] = {}
+        for w in self.language.words:
+            name = self.language.preset(w)
+            for form in (f" {w}", w):
+                t = self.llm.tokenize(form.encode(), add_bos=False, special=False)[0]
+                if t not in self._starts.setdefault(name, []):
+                    self._starts[name].append(t)
         self.cf_log: dict[str, float] = {}
         if calibrate:
             self.cf_log = self._content_free()
@@ -206,51 +234,31 @@ class LlamaBackend:
         return got
 
     # -- the choice of expression -----------------------------------------------------------------
-    def _preset_mass(self, masked: np.ndarray) -> tuple[dict[str, float], dict[str, list[int]]]:
-        """Probability per preset among word-starting tokens the grammar allows, and their tokens."""
-        allowed = np.flatnonzero(np.isfinite(masked))
-        words = [t for t in allowed.tolist() if self._presets_of(t)]
-        if not words:
-            return {}, {}
-        lg = masked[words].astype(np.float64)
-        p = np.exp(lg - lg.max())
-        p /= p.sum()
-        mass: dict[str, float] = {}
-        tokens: dict[str, list[int]] = {}
-        for t, pt in zip(words, p.tolist()):
-            presets = self._presets_of(t)
-            for name in presets:  # a token shared by several words counts for each, split evenly
-                mass[name] = mass.get(name, 0.0) + pt / len(presets)
-                tokens.setdefault(name, []).append(t)
-        return mass, tokens
+    def _expression_token(self, greedy: int, logits: np.ndarray, keep: str) -> int | None:
+        """Where a line's expression word may start: the greedy token when it is another time digit
+        or an action (blink, look ...), else the likeliest allowed word start of the clause's
+        emotion ``keep``. Checked token by token; None lets the caller fall back to the full mask."""
+        presets = self._presets_of(greedy)
+        if self.piece(greedy).strip().isdigit() or (presets and not presets & set(EMOTIONS)):
+            if self.grammar.allows(greedy):
+                return greedy
+        for t in sorted(self._starts.get(keep, ()), key=lambda t: -logits[t]):
+            if self.grammar.allows(t):
+                return t
+        return None
 
-    def _choose_word(self, masked: np.ndarray, hint: str | None,
-                     keep: str | None = None) -> tuple[int, str] | None:
-        """The calibrated first token of the expression word and its preset, or None to keep the
-        greedy token. ``keep``: the emotion this clause already chose; later lines stay with it."""
-        mass, tokens = self._preset_mass(masked)
-        if not mass:
+    def _level_token(self, greedy: int, logits: np.ndarray, line: str) -> int | None:
+        """An emotion's level is at least ``level_floor``: a face that means it (a level-2 sadness
+        reads as nothing). Neutral and actions keep any level."""
+        m = _LEVEL_POS.match(line)
+        if m is None or self.language.preset(m.group(1)) not in EMOTIONS[:-1]:
             return None
-        emo = {k: v for k, v in mass.items() if k in EMOTIONS}
-        act = sum(v for k, v in mass.items() if k not in EMOTIONS)
-        if hint is None and (not emo or act > sum(emo.values())):
-            return None  # the model wants an action here (blink, look ...): leave it alone
-        if keep is not None and keep in tokens:
-            cands = [t for t in tokens[keep] if self._presets_of(t) == {keep}] or tokens[keep]
-            return max(cands, key=lambda t: masked[t]), keep
-        score = {}
-        for name, m in emo.items():
-            s = math.log(max(m, 1e-12))
-            if self.cf_log:
-                s -= self.calibrate * self.cf_log.get(name, min(self.cf_log.values()))
-            if hint is not None and name == hint:
-                s += self.emotion_prior
-            score[name] = s
-        if hint is not None and hint not in score and hint in tokens:
-            score[hint] = math.log(max(mass[hint], 1e-12)) + self.emotion_prior
-        best = max(score, key=score.__getitem__)
-        cands = [t for t in tokens[best] if self._presets_of(t) == {best}] or tokens[best]
-        return max(cands, key=lambda t: masked[t]), best
+        if int(self.piece(greedy).strip()) >= self.level_floor and self.grammar.allows(greedy):
+            return greedy
+        for t in sorted(self._levels, key=lambda t: -logits[t]):
+            if int(self.piece(t).strip()) >= self.level_floor and self.grammar.allows(t):
+                return t
+        return None
 
     def _hint(self, req: LineRequest) -> str | None:
         w = req.emotion.strip().lower()
@@ -260,16 +268,51 @@ class LlamaBackend:
         return name if name in self.language.preset_vectors else None
 
     # -- decoding ---------------------------------------------------------------------------------
+    def _feeling_mass(self) -> dict[str, float]:
+        """Probability per emotion of the word after "They feel" (first tokens of FEELINGS words)."""
+        lg = self._logits().astype(np.float64)
+        ids = np.fromiter(self._feel_tokens, dtype=np.int64)
+        p = np.exp(lg[ids] - lg[ids].max())
+        p /= p.sum()
+        mass: dict[str, float] = {}
+        for t, pt in zip(ids.tolist(), p.tolist()):
+            name = self._feel_tokens[t]
+            mass[name] = mass.get(name, 0.0) + pt
+        return mass
+
+    def _feel(self, req: LineRequest, calibrated: bool) -> tuple[str, str]:
+        """Decide the emotion where the answer says "They feel ...": the model's probabilities per
+        emotion, divided by its content-free preference (calibration), plus priors for the request's
+        ``emotion`` hint and for emotion words the text (or, half as much, the context) uses itself."""
+        mass = self._feeling_mass()
+        hint = self._hint(req)
+        cues = self.language.cues(req.text) if calibrated else set()
+        context_cues = self.language.cues(req.context) if calibrated else set()
+        score = {}
+        for name, m in mass.items():
+            s = math.log(max(m, 1e-12))
+            if calibrated and self.cf_log:
+                s -= self.calibrate * self.cf_log.get(name, 0.0)
+            if name == hint:
+                s += self.emotion_prior
+            s += self.cue_prior * ((name in cues) + 0.5 * (name in context_cues))
+            score[name] = s
+        best = max(score, key=score.__getitem__)
+        self.last_scores = score
+        logits = self._logits()
+        word = max(prompts.FEELINGS[best], key=lambda w: logits[self._feel_first[w]])
+        return best, word
+
     def _decode(self, req: LineRequest, keyframes: int, budget: int, *, calibrated: bool = True,
-                cancel: threading.Event | None = None, stop_at_name: bool = False):
-        """Generate one clause. Yields (piece, tokens); with ``stop_at_name`` returns the masked
-        logits at the first expression position instead (for calibration)."""
+                cancel: threading.Event | None = None) -> Iterator[tuple[str, int]]:
+        """Generate one clause: the feeling word, then keyframe lines (yielded as (piece, tokens))."""
         self._rewind()
         self.grammar.reset()
         part = prompts.line_part(req, self.template).encode("utf-8")
         self.llm.eval(self.llm.tokenize(part, add_bos=False, special=True))
-        hint = self._hint(req)
-        chosen: str | None = None
+        chosen, word = self._feel(req, calibrated)
+        # the feeling line is ours, not the model's: it goes into the context, never to the parser
+        self.llm.eval(self.llm.tokenize(f" {word}.\n".encode(), add_bos=False, special=False))
         line = ""
         lines = 0
         for _ in range(budget):
@@ -277,20 +320,18 @@ class LlamaBackend:
                 return
             logits = self._logits()
             tok = int(np.argmax(logits))
-            at_name = bool(_NAME_POS.match(line))
-            if at_name or not self.grammar.allows(tok):
+            pick = None
+            if self.consistent and _NAME_POS.match(line):
+                pick = self._expression_token(tok, logits, chosen)
+            elif self.level_floor and self.piece(tok).strip().isdigit():
+                pick = self._level_token(tok, logits, line)
+            if pick is not None:
+                tok = pick
+            elif not self.grammar.allows(tok):
                 masked = self.grammar.mask(logits)
                 if not np.isfinite(masked).any():
                     return
                 tok = int(np.argmax(masked))
-                if at_name and not self.piece(tok).strip().isdigit():
-                    if stop_at_name:
-                        yield masked
-                        return
-                    if calibrated:
-                        pick = self._choose_word(masked, hint, chosen if self.consistent else None)
-                        if pick is not None:
-                            tok, chosen = pick
             if self.lib.llama_vocab_is_eog(self.vocab, tok):
                 return
             self.grammar.accept(tok)
@@ -306,16 +347,15 @@ class LlamaBackend:
             self.llm.eval([tok])
 
     def _content_free(self) -> dict[str, float]:
-        """log p(preset) at the first expression position, averaged over content-free inputs."""
+        """log p(emotion) after "They feel", averaged over content-free inputs."""
         total: dict[str, float] = {}
         for text in CONTENT_FREE:
-            for item in self._decode(LineRequest(text), 1, 8, stop_at_name=True):
-                if not isinstance(item, np.ndarray):
-                    continue
-                mass, _ = self._preset_mass(item)
-                for k, v in mass.items():
-                    total[k] = total.get(k, 0.0) + v / len(CONTENT_FREE)
-        return {k: math.log(max(v, 1e-6)) for k, v in total.items() if k in EMOTIONS}
+            self._rewind()
+            part = prompts.line_part(LineRequest(text), self.template).encode("utf-8")
+            self.llm.eval(self.llm.tokenize(part, add_bos=False, special=True))
+            for k, v in self._feeling_mass().items():
+                total[k] = total.get(k, 0.0) + v / len(CONTENT_FREE)
+        return {k: math.log(max(v, 1e-6)) for k, v in total.items()}
 
     def stream(self, req: LineRequest, cancel: threading.Event | None = None) -> Iterator[tuple[str, int]]:
         """Yield (text, tokens) pieces as the model writes them; keyframe times continue across clauses."""

@@ -24,27 +24,48 @@ class LineRequest:
 
 
 SYSTEM = (
-    "You animate a face. For each line, write keyframes, one per line: "
-    "tenths of a second since the previous keyframe, then an expression and its level 0-9. "
-    "Expressions: joy sadness surprise fear anger disgust contempt neutral, or a word for the feeling "
-    "(laugh, tears, scared, furious, gross, sneer ...), and actions: blink wink smirk frown browraise "
-    "squint pout open lookleft lookright lookup lookdown nod tilt turn. "
-    "Show the feeling the text describes; Context and Emotion, when given, steer it."
+    "You animate a face. For each line, first say in one word how the person feels, then write "
+    "keyframes, one per line: tenths of a second since the previous keyframe, then an expression "
+    "and its level 0-9. Expressions: joy sadness surprise fear anger disgust contempt neutral, or a "
+    "word for the feeling (laugh, tears, scared, furious, gross, sneer ...), and actions: blink wink "
+    "smirk frown browraise squint pout open lookleft lookright lookup lookdown nod tilt turn. "
+    "Context and Emotion, when given, steer the feeling."
 )
+QUESTION = "How does this person feel, in one word?"
+FEEL = "They feel"  # the answer opens with this; the backend picks the word (see FEELINGS)
+
+# The word after "They feel" for each emotion preset: plain adjectives a small model knows well.
+# The first listed is the one written back into the answer.
+FEELINGS: dict[str, tuple[str, ...]] = {
+    "joy": ("happy", "joyful", "amused", "glad", "delighted"),
+    "sadness": ("sad", "unhappy", "heartbroken", "miserable"),
+    "surprise": ("surprised", "shocked", "amazed", "astonished"),
+    "fear": ("scared", "afraid", "frightened", "terrified", "nervous"),
+    "anger": ("angry", "furious", "annoyed", "mad"),
+    "disgust": ("disgusted", "sick", "grossed"),
+    "contempt": ("scornful", "smug", "contemptuous", "superior", "dismissive"),
+    "neutral": ("calm", "bored", "fine", "neutral", "relaxed"),
+}
 
 # Written for this prompt; none of them comes from an evaluation set.
 EXAMPLES: list[tuple[str, str]] = [
-    ("He beams as his team scores in the last minute.", "2 joy 6\n3 beam 9\n6 joy 7\n"),
-    ("She reads the note again and begins to weep.", "4 sad 5\n5 weep 8 lookdown 4\n6 sadness 6\n"),
-    ("The floor creaks behind him in the dark house.", "2 fear 7\n3 scared 9\n5 fear 6\n"),
-    ("'You lost it again?' she snaps at him.", "3 anger 6\n3 furious 9\n5 anger 7\n"),
-    ("He sniffs the milk carton and pulls back.", "2 disgust 6\n4 gross 9\n5 disgust 5\n"),
-    ("A balloon pops right next to her ear.", "1 surprise 9 blink 9\n4 startled 7\n5 surprise 4\n"),
-    ("He rolls his eyes at the rookie's question.", "3 contempt 5\n4 scorn 8\n5 contempt 6\n"),
-    ("She looks at the old photograph.\nContext: her brother died last week.",
+    ("He beams as his team scores in the last minute.", "happy", "2 joy 6\n3 beam 9\n6 joy 7\n"),
+    ("She reads the note again and begins to weep.", "sad", "4 sad 5\n5 weep 8 lookdown 4\n6 sadness 6\n"),
+    ("The floor creaks behind him in the dark house.", "scared", "2 fear 7\n3 scared 9\n5 fear 6\n"),
+    ("'You lost it again?' she snaps at him.", "angry", "3 anger 6\n3 furious 9\n5 anger 7\n"),
+    ("He sniffs the milk carton and pulls back.", "disgusted", "2 disgust 6\n4 gross 9\n5 disgust 5\n"),
+    ("A balloon pops right next to her ear.", "surprised", "1 surprise 9 blink 9\n4 startled 7\n5 surprise 4\n"),
+    ("He rolls his eyes at the rookie's question.", "scornful", "3 contempt 5\n4 scorn 8\n5 contempt 6\n"),
+    ("She waits for the bus, checking her phone.", "calm", "4 neutral 0\n6 calm 2 blink 9\n5 lookdown 3\n"),
+    ("She looks at the old photograph.\nContext: her brother died last week.", "sad",
      "4 sadness 6\n5 grief 8\n6 sadness 6\n"),
-    ("He reads the next page of the report.\nEmotion: anger", "3 anger 5\n4 annoyed 8\n5 anger 6\n"),
+    ("He reads the next page of the report.\nEmotion: anger", "annoyed", "3 anger 5\n4 annoyed 8\n5 anger 6\n"),
 ]
+
+
+def answer(feeling: str, keyframes: str) -> str:
+    """The assistant's whole answer, as the examples (and training data) write it."""
+    return f"{FEEL} {feeling}.\n{keyframes}"
 
 
 def _user(req: LineRequest) -> str:
@@ -53,6 +74,7 @@ def _user(req: LineRequest) -> str:
         parts.append(f"Context: {req.context.strip()}")
     if req.emotion.strip():
         parts.append(f"Emotion: {req.emotion.strip()}")
+    parts.append(QUESTION)
     return "\n".join(parts)
 
 
@@ -73,29 +95,44 @@ def template_for(chat_template: str) -> str:
     return "gemma" if "<start_of_turn>" in chat_template else "chatml"
 
 
-def prefix(system: str = SYSTEM, examples: list[tuple[str, str]] | None = None, template: str = "chatml") -> str:
+def prefix(system: str = SYSTEM, examples: list[tuple[str, str, str]] | None = None,
+           template: str = "chatml") -> str:
     examples = EXAMPLES if examples is None else examples
     turn = TEMPLATES[template][0]
+    shots = [(_user(LineRequest(*_split_example(text))), answer(feel, keys)) for text, feel, keys in examples]
     if template == "gemma":  # no system role: the instructions open the first user turn
-        if not examples:
+        if not shots:
             return turn("user", system) + turn("assistant", "Ready.")
-        (text, answer), rest = examples[0], examples[1:]
-        out = turn("user", f"{system}\n\n{text}") + turn("assistant", answer)
+        (text, reply), rest = shots[0], shots[1:]
+        out = turn("user", f"{system}\n\n{text}") + turn("assistant", reply)
     else:
-        out, rest = turn("system", system), examples
-    for text, answer in rest:
-        out += turn("user", text) + turn("assistant", answer)
+        out, rest = turn("system", system), shots
+    for text, reply in rest:
+        out += turn("user", text) + turn("assistant", reply)
     return out
 
 
-def line_part(req: LineRequest, template: str = "chatml") -> str:
+def _split_example(text: str) -> tuple[str, str, str]:
+    """An example's text with its optional "Context:" / "Emotion:" lines as request fields."""
+    lines = text.split("\n")
+    fields = {"Context": "", "Emotion": ""}
+    for extra in lines[1:]:
+        key, _, value = extra.partition(": ")
+        fields[key] = value
+    return lines[0], fields["Context"], fields["Emotion"]
+
+
+def line_part(req: LineRequest, template: str = "chatml", feeling: str | None = None) -> str:
+    """The line's own turn and the answer's opening: up to "They feel" (the backend picks the word)
+    or, with ``feeling``, through the feeling line (the keyframes come next)."""
     turn, opening = TEMPLATES[template]
-    return turn("user", _user(req)) + opening
+    out = turn("user", _user(req)) + opening + FEEL
+    return out if feeling is None else f"{out} {feeling}.\n"
 
 
-def build(req: LineRequest, system: str = SYSTEM, examples: list[tuple[str, str]] | None = None,
-          template: str = "chatml") -> str:
-    return prefix(system, examples, template) + line_part(req, template)
+def build(req: LineRequest, system: str = SYSTEM, examples: list[tuple[str, str, str]] | None = None,
+          template: str = "chatml", feeling: str | None = None) -> str:
+    return prefix(system, examples, template) + line_part(req, template, feeling)
 
 
 # -- clauses ---------------------------------------------------------------------------------------
@@ -118,6 +155,7 @@ _CONNECTIVE = re.compile(
       | \s+(?:fades|melts|shifts|dissolves|gives\s+way)\s+(?:in)?to\b
       | \s+[-\u2013\u2014]{1,2}\s+                                      # a dash
       | (?<=[.!?])\s+(?=\()                                              # a new stage direction
+      | [,;]\s*but\b                                                      # ", but" turns the feeling
     )\s*""")
 _LEAD = re.compile(
     r"(?i)^\s*(?:at\s+first|first|initially|in\s+the\s+beginning|for\s+a\s+moment|at\s+the\s+start)\b[,\s]*")

@@ -94,7 +94,10 @@ class ServerBackend:
         if self.template not in prompts.TEMPLATES:
             raise ServerError(f"model server URL {url!r}: unknown prompt template {self.template!r} "
                               f"(known: {', '.join(prompts.TEMPLATES)})")
-        self.grammar = grammar
+        # the answer opens with the feeling word ("They feel sad."), as in the examples; that line is
+        # the model's own here (no logits to calibrate it) and never reaches the parser
+        self.grammar = ('root ::= feel body\nfeel ::= " " [a-z]{1,20} ".\\n"\n'
+                        + grammar.replace("root ::=", "body ::=", 1))
         self.max_tokens = max_tokens
         self.timeout = timeout
         self.max_keyframes = max_keyframes
@@ -125,7 +128,7 @@ class ServerBackend:
                 raise ServerError(f"model server {self.host}:{self.port}: HTTP {resp.status} "
                                   f"{resp.read(300).decode('utf-8', 'replace').strip()}")
             sse = SSEDecoder()
-            lines = 0
+            lines = -1  # the feeling line does not count
             while not sse.done:
                 if cancel is not None and cancel.is_set():
                     return
@@ -136,6 +139,11 @@ class ServerBackend:
                 if not data:
                     return
                 for piece in sse.feed(data):
+                    if lines < 0 and "\n" in piece:  # drop the feeling line
+                        piece = piece.split("\n", 1)[1]
+                        lines = 0
+                    elif lines < 0:
+                        continue
                     yield piece
                     lines += piece.count("\n")
                     if lines >= keyframes:  # this clause has its share: hang up, the server stops

@@ -20,6 +20,7 @@ config.toml, so a user can tune them to a rig; the grammar is generated from the
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -111,6 +112,13 @@ DEFAULT_ALIASES: dict[str, str] = {
 }  # fmt: skip
 
 
+_WORD = re.compile(r"[a-z]+")
+# preset words that are everyday words first ("rest of the day", "open the door"): never cues
+NOT_CUES = frozenset({"rest", "open", "turn", "tilt", "nod", "blink", "wink", "squint", "pout", "lookleft",
+                      "lookright", "lookup", "lookdown", "browraise", "fun", "love", "loss", "danger",
+                      "superior", "mock", "sick", "cheer", "warm", "still", "blank"})
+
+
 class KeyframeError(ValueError):
     """A keyframe line that cannot be understood (unknown name, bad syntax)."""
 
@@ -151,12 +159,25 @@ class Language:
                 raise KeyframeError(f"alias {alias!r} names unknown preset {target!r}")
         self.aliases = {a.lower(): t.lower() for a, t in aliases.items()}
         self.allow_raw = allow_raw
+        # stems of the emotion vocabulary for cues(): drop an inflection-prone tail, keep 4+ letters
+        self._stems = [(w if len(w) < 4 else w[: max(4, len(w) - 2)], self.preset(w))
+                       for w in self.words if w not in NOT_CUES]
         self.rest = np.zeros(channels.COUNT, dtype=np.float32)
 
     @property
     def words(self) -> list[str]:
         """Every preset and alias name the grammar offers, presets first."""
         return list(self.preset_vectors) + [a for a in self.aliases if a not in self.preset_vectors]
+
+    def cues(self, text: str) -> set[str]:
+        """Presets whose name or alias the text itself uses, in any inflection ("angrily" -> anger,
+        "laughing" -> joy): a word of four letters or more matches by its stem, a shorter one whole."""
+        found: set[str] = set()
+        for token in _WORD.findall(text.lower()):
+            for stem, name in self._stems:
+                if token == stem or (len(stem) >= 4 and token.startswith(stem)):
+                    found.add(name)
+        return found
 
     def preset(self, word: str) -> str:
         """Canonical preset name for a preset or alias word."""
