@@ -10,6 +10,9 @@ spline: the capture the model learned from has none.
 
 The model runs once per segment on a phase grid (GRID_HZ points per second); each frame then
 reads the grid with a linear blend, so the per-frame cost is a few microseconds.
+
+Status: on capture it never saw it does not reliably beat the splines (exported_models/
+interpolator.json, docs/BENCHMARKS.md), so ``animation.interpolator`` defaults to "spline".
 """
 
 from __future__ import annotations
