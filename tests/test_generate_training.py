@@ -47,6 +47,7 @@ def test_same_seed_same_corpus(tmp_path):
 
 
 @pytest.mark.model
+@pytest.mark.timeout(900)  # ~1 min on idle cores; the dequantized base and two CPU steps on a loaded box take longer
 def test_two_step_lora_exports_an_adapter_llama_cpp_loads(tmp_path):
     pytest.importorskip("peft", reason="needs the train extra")
     pytest.importorskip("transformers", reason="needs the train extra")
