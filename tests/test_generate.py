@@ -81,6 +81,16 @@ def test_emotion_field_steers(local, language):
 
 
 @pytest.mark.model
+def test_context_field_steers(local, language):
+    got = {}
+    for context in ("her dog died this morning and she is heartbroken", "she just won the lottery and is delighted"):
+        _, keys = _run(local, language, LineRequest("She looks at the photo on the wall.", context=context))
+        got[context] = {language.preset(n) for k in keys for n, _ in k.items}
+    sad, happy = got.values()
+    assert "sadness" in sad and "joy" in happy
+
+
+@pytest.mark.model
 def test_prefix_state_is_reused_and_lines_do_not_leak(local, language):
     req = LineRequest("The dog runs in circles, barking at the mailman.")
     cuts = local.rewinds["cut"] + local.rewinds["restore"]
