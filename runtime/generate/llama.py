@@ -12,8 +12,12 @@ here all happen between two tokens:
   "They feel <word>." The word is ours to pick: the model's probabilities for the feeling words
   (happy, sad, scared ...) are summed per emotion and divided by the same model's preference on
   content-free input ("N/A"), so its bias toward whatever the examples said last stops deciding the
-  emotion; an ``emotion`` hint adds a prior. The clause's keyframe lines then start with a word of
-  that emotion (an alias such as "laugh" counts), or with an action when the model wants one.
+  emotion. Priors: the request's ``emotion`` hint, and emotion words the text (or, half as much,
+  the ``context``) uses itself, in any inflection. The clause's keyframe lines then start with a
+  word of that emotion (an alias such as "laugh" counts), or with an action when the model wants
+  one, and an emotion's level is at least ``level_floor`` (a level-2 sadness reads as nothing).
+
+Measured effect of each piece and the speed figures: docs/BENCHMARKS.md (issue 3 section).
 
 A line that tells a sequence is generated clause by clause (:func:`prompt.clauses`), the keyframe
 times continuing across clauses.
