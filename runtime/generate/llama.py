@@ -26,6 +26,8 @@ times continuing across clauses.
 from __future__ import annotations
 
 import ctypes
+import hashlib
+import json
 import logging
 import math
 import os
@@ -49,6 +51,63 @@ _NAME_POS = re.compile(r"^\d+ ?$")
 _LEVEL_POS = re.compile(r"^\d+ (?:[A-Za-z]+ -?\d+ )*([A-Za-z]+) ?$")
 EMOTIONS = ("joy", "sadness", "surprise", "fear", "anger", "disgust", "contempt", "neutral")
 CONTENT_FREE = ("N/A", "[MASK]", "")
+
+
+class PrefixCache:
+    """The prefix's KV state and calibration on disk, keyed by everything that shapes them.
+
+    A small header (JSON) then the raw state bytes: no pickle, so a cache file can only fail to
+    load, never run code. Any change of model, adapter, context size, prompt, grammar, decoding
+    settings, this module or llama.cpp gives another key.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+
+    @classmethod
+    def for_backend(cls, model_path, lora_path, n_ctx: int, prefix: str, grammar: str, settings: dict) -> PrefixCache:
+        root = os.environ.get("KEYFRAMEFACE_CACHE", str(Path.home() / ".cache" / "keyframeface"))
+        if root.lower() in ("", "0", "off"):
+            return cls(None)
+        h = hashlib.sha256()
+        for f in (model_path, lora_path):
+            if f:
+                st = os.stat(f)
+                h.update(f"{Path(f).resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
+        import llama_cpp
+
+        for part in (str(n_ctx), prefix, grammar, json.dumps(settings, sort_keys=True),
+                     getattr(llama_cpp, "__version__", "?"), Path(__file__).read_text(),
+                     Path(prompts.__file__).read_text()):
+            h.update(part.encode() + b"\0")
+        return cls(Path(root) / f"prefix-{h.hexdigest()[:24]}.bin")
+
+    def load(self) -> tuple[bytes, dict[str, float]] | None:
+        if self.path is None or not self.path.exists():
+            return None
+        try:
+            data = self.path.read_bytes()
+            n = int.from_bytes(data[:8], "little")
+            head = json.loads(data[8:8 + n])
+            state = data[8 + n:]
+            if len(state) != head["state_bytes"]:
+                raise ValueError("truncated")
+            return state, {k: float(v) for k, v in head["calibration"].items()}
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            log.warning("ignoring prefix cache %s: %s", self.path, e)
+            return None
+
+    def save(self, state: bytes, calibration: dict[str, float]) -> None:
+        if self.path is None:
+            return
+        head = json.dumps({"state_bytes": len(state), "calibration": calibration}).encode()
+        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(len(head).to_bytes(8, "little") + head + state)
+            os.replace(tmp, self.path)  # atomic: a reader never sees half a file
+        except OSError as e:
+            log.warning("cannot write prefix cache %s: %s", self.path, e)
 
 
 class GenerationError(RuntimeError):
@@ -158,11 +217,23 @@ class LlamaBackend:
         self.system = system
         self.examples = examples
         self.prefix = prompts.prefix(system, examples, self.template)
-        # Evaluate the fixed prefix now, so every line pays only for its own tokens.
-        self.llm.eval(self.llm.tokenize(self.prefix.encode("utf-8"), add_bos=True, special=True))
-        self.prefix_tokens = self.llm.n_tokens
-        # Cutting the cache back to the prefix is free; a snapshot covers caches that cannot be cut.
-        self._snapshot = self._save_state()
+        # Evaluate the fixed prefix now, so every line pays only for its own tokens. Its KV state
+        # and the calibration are kept on disk: the next start restores them in milliseconds.
+        prefix_ids = self.llm.tokenize(self.prefix.encode("utf-8"), add_bos=True, special=True)
+        self._cache = PrefixCache.for_backend(model_path, lora_path, n_ctx, self.prefix, grammar, {
+            "calibrate": calibrate, "emotion_prior": emotion_prior, "cue_prior": cue_prior,
+            "level_floor": level_floor, "consistent": consistent, "clause_keyframes": clause_keyframes,
+            "max_keyframes": max_keyframes, "words": self.language.words})
+        cached = self._cache.load()
+        if cached is not None and self._restore(cached[0], prefix_ids):
+            self.prefix_tokens = len(prefix_ids)
+            self._snapshot = cached[0]
+        else:
+            cached = None
+            self.llm.eval(prefix_ids)
+            self.prefix_tokens = self.llm.n_tokens
+            # Cutting the cache back to the prefix is free; a snapshot covers caches that cannot be cut.
+            self._snapshot = self._save_state()
         self.rewinds = {"cut": 0, "restore": 0}
         # first token of each feeling word -> its emotion (a token two emotions share decides nothing)
         self._feel_first: dict[str, int] = {}
@@ -184,9 +255,14 @@ class LlamaBackend:
                 t = self.llm.tokenize(form.encode(), add_bos=False, special=False)[0]
                 if t not in self._starts.setdefault(name, []):
                     self._starts[name].append(t)
+        self.from_cache = cached is not None
         self.cf_log: dict[str, float] = {}
-        if calibrate:
-            self.cf_log = self._content_free()
+        if cached is not None:
+            self.cf_log = cached[1]
+        else:
+            if calibrate:
+                self.cf_log = self._content_free()
+            self._cache.save(self._snapshot, self.cf_log)
         self.load_seconds = time.perf_counter() - t0
         log.info("model %s loaded in %.2f s (%d threads, prefix %d tokens, calibration %s)",
                  Path(model_path).name, self.load_seconds, threads, self.prefix_tokens,
@@ -199,6 +275,19 @@ class LlamaBackend:
         buf = (ctypes.c_uint8 * size)()
         n = self.lib.llama_state_seq_get_data(ctx, buf, size, 0)
         return bytes(buf[:n])
+
+    def _restore(self, snapshot: bytes, prefix_ids: list[int]) -> bool:
+        """Load a saved prefix state; False (and a clean cache) if llama.cpp refuses it."""
+        self.llm._ctx.kv_cache_clear()
+        buf = (ctypes.c_uint8 * len(snapshot)).from_buffer_copy(snapshot)
+        if not self.lib.llama_state_seq_set_data(self.llm._ctx.ctx, buf, len(snapshot), 0):
+            log.warning("cached prefix state was refused; evaluating the prefix")
+            self.llm._ctx.kv_cache_clear()
+            self.llm.n_tokens = 0
+            return False
+        self.llm.input_ids[: len(prefix_ids)] = prefix_ids
+        self.llm.n_tokens = len(prefix_ids)
+        return True
 
     def _rewind(self) -> None:
         """Back to the state right after the prefix."""
