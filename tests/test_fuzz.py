@@ -1,5 +1,6 @@
 """Hostile input, generated: zero crashes, and every rejection is a clear error."""
 
+import json
 import string
 import tomllib
 
@@ -101,3 +102,33 @@ def test_csv_reader_never_crashes(tmp_path, rows, header):
         assert str(p) in str(e)
     else:
         assert take.values.shape[1] == 61
+
+
+json_value = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.text(max_size=30)),
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=10), inner, max_size=4)),
+    max_leaves=12)
+message = st.one_of(
+    st.binary(max_size=300), st.text(max_size=300),
+    json_value.map(lambda v: json.dumps(v)),
+    st.fixed_dictionaries({"type": st.sampled_from(["say", "interrupt", "subscribe", "unsubscribe", "x"])},
+                          optional={"text": json_value, "avatar": json_value, "id": json_value, "frames": json_value,
+                                    "words": json_value, "duration": json_value, "start": json_value,
+                                    "talk": json_value, "context": json_value, "emotion": json_value}
+                          ).map(lambda d: json.dumps(d)))
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.lists(message, min_size=1, max_size=5))
+def test_control_protocol_never_crashes(messages):
+    from runtime import protocol as proto
+
+    s = proto.Session(["alice", "bob"], proto.Limits(say_burst=100))
+    for m in messages:
+        try:
+            cmd = s.receive(m, 0.0)
+        except proto.ProtocolError as e:
+            event = json.loads(e.event())
+            assert event["type"] == "error" and event["code"] in proto.ERROR_CODES and event["message"]
+        else:
+            assert isinstance(cmd, proto.Say | proto.Interrupt | proto.Subscribe | proto.Unsubscribe)
