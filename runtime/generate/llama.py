@@ -106,6 +106,9 @@ class PrefixCache:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp.write_bytes(len(head).to_bytes(8, "little") + head + state)
             os.replace(tmp, self.path)  # atomic: a reader never sees half a file
+            # keep the few newest states (13 MB each): other models, configs, code versions
+            for old in sorted(self.path.parent.glob("prefix-*.bin"), key=lambda p: p.stat().st_mtime)[:-4]:
+                old.unlink(missing_ok=True)
         except OSError as e:
             log.warning("cannot write prefix cache %s: %s", self.path, e)
 
