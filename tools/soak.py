@@ -72,6 +72,7 @@ class UdpReceiver(threading.Thread):
         self.port, self.kind = port, kind
         self.arrivals: list[float] = []
         self.frames: list[int] = []
+        self.errors: Counter = Counter()
         self.stop = threading.Event()
         self.down = threading.Event()  # set: socket closed (a killed receiver)
         self.sock: socket.socket | None = None
@@ -97,7 +98,11 @@ class UdpReceiver(threading.Thread):
                 data = self.sock.recv(4096)
             except (TimeoutError, OSError):
                 continue
-            frame = self._frame(data)
+            try:
+                frame = self._frame(data)
+            except Exception as e:  # a datagram we cannot read is counted, never the end of the receiver
+                self.errors[type(e).__name__] += 1
+                continue
             if frame is not None:
                 self.arrivals.append(time.perf_counter())
                 self.frames.append(frame)
@@ -248,6 +253,9 @@ def client_process(ports: dict, schedule: list[tuple[float, str]], duration: flo
         r.stop.set()
     for r in [*rx.values(), *ws.values()]:
         r.join(2)
+    for k, r in rx.items():
+        for err, n in r.errors.items():
+            counts[f"receiver_error:{k}:{err}"] += n
     conn.send({"udp": {k: (r.arrivals, r.frames) for k, r in rx.items()},
                "ws": {k: r.frames for k, r in ws.items()}, "counts": dict(counts)})
 
@@ -282,22 +290,30 @@ class LogCounter(logging.Handler):
 
 
 def analyse(udp: dict, ws: dict, duration: float) -> dict:
+    """Frames lost to healthy receivers, clock skips and drift, from what the receivers got.
+
+    Live Link and VMC carry timecode frame numbers, the WebSocket sink the clock's own sequence:
+    each receiver is judged in its own numbering. The clock produces consecutive numbers except
+    where it skipped a deadline, and a skip shows in every receiver of the avatar; so the gaps all
+    its receivers share are the clock's, the rest are the receiver's losses, and a receiver whose
+    range is shorter than its avatar's longest (beyond a second at each end for connecting and
+    closing) lost those frames too.
+    """
     healthy = {"alice": ["alice_livelink", "alice_vmc", "alice_ws"], "bob": ["bob_vmc", "bob_ws"]}
     sets = {k: set(v[1]) for k, v in udp.items()} | {k: set(v) for k, v in ws.items()}
-    lost, per_sink = 0, {}
-    missed = 0
+    lost, missed, per_sink = 0, 0, {}
     for names in healthy.values():
-        # the common window: every healthy receiver was up and connected
-        lo = max(min(sets[n]) for n in names if sets[n]) + FPS  # skip the first second of connects
-        hi = min(max(sets[n]) for n in names if sets[n]) - FPS
-        union = set().union(*(sets[n] for n in names))
-        produced = {f for f in union if lo <= f <= hi}
+        span = {n: (max(sets[n]) - min(sets[n]) + 1) if sets[n] else 0 for n in names}
+        gaps = {n: span[n] - len(sets[n]) for n in names}
+        clock_gaps = min(gaps.values())
+        longest = max(span.values())
+        missed = max(missed, clock_gaps)
         for n in names:
-            miss = len(produced - sets[n])
-            per_sink[n] = {"frames": len(sets[n]), "lost_in_window": miss}
+            short = max(0, longest - span[n] - int(2 * FPS))
+            miss = gaps[n] - clock_gaps + short
+            per_sink[n] = {"frames": len(sets[n]), "gaps": gaps[n], "short_by": max(0, longest - span[n]),
+                           "lost": miss}
             lost += miss
-        span = sorted(produced)
-        missed += (span[-1] - span[0] + 1 - len(span)) if span else 0  # clock skipped a deadline
     arr, frames = (np.array(x) for x in udp["alice_livelink"])
     dev = np.abs(np.diff(arr) * 1000 - 1000 / FPS)
     # drift: how far the frame clock moved against wall time, from the arrival residuals of the
@@ -305,11 +321,10 @@ def analyse(udp: dict, ws: dict, duration: float) -> dict:
     resid = arr - frames / FPS
     edge = min(int(60 * FPS), len(resid) // 4)
     drift = (np.median(resid[-edge:]) - np.median(resid[:edge])) * FPS
-    restarted = sorted(sets["bob_livelink"])
     return {"frames_expected": int(duration * FPS), "frames_lost_healthy": int(lost),
             "missed_deadlines": int(missed), "p99_dev_ms": float(np.percentile(dev, 99)),
             "p50_dev_ms": float(np.percentile(dev, 50)), "drift_frames": float(drift),
-            "per_sink": per_sink, "restarted_receiver_frames": len(restarted)}
+            "per_sink": per_sink, "restarted_receiver_frames": len(sets["bob_livelink"])}
 
 
 def main(argv: list[str] | None = None) -> int:
