@@ -23,7 +23,7 @@ class ConfigError(ValueError):
 class ModelConfig:
     name: str = "smollm2-135m"  # a known model name or a path to a .gguf
     lora_path: str = ""  # GGUF LoRA adapter applied on top; "" for none
-    threads: int = 0  # 0 = pick from the core count
+    threads: int = 0  # 0 = cores - 1: a core stays free for the frame clock
     context: int = 2048
     max_tokens: int = 96  # per line; bounds a runaway generation
     gpu_layers: int = 0  # layers offloaded to a GPU when llama.cpp was built with one
