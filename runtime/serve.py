@@ -63,6 +63,14 @@ CONTROL_QUEUE = 512  # control messages waiting for a client that does not read:
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
 
 
+def _warm_kernels() -> None:
+    from runtime.animate import speech
+    from runtime.animate.spline import warm_up
+
+    warm_up()
+    speech.warm()
+
+
 class ServeError(Exception):
     """Cannot serve as asked (non-loopback without a token, port in use, bad avatar names)."""
 
@@ -234,6 +242,7 @@ class Server:
             self.port = self._server.sockets[0].getsockname()[1]
         now = datetime.now()
         self._day0 = now.hour * 3600 + now.minute * 60 + now.second + now.microsecond / 1e6
+        _warm_kernels()  # compile or load every per-frame kernel now, not on the clock's first frames
         self.clock = FrameClock(a.fps, self._tick, spin_s=a.spin_ms / 1000.0).start()
         log.info("serving http://%s:%d/ (WebSocket /ws) for avatars %s", self.host, self.port, self.names)
         return self

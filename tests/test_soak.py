@@ -14,6 +14,7 @@ def test_short_soak_survives_every_fault():
     run = subprocess.run([sys.executable, str(ROOT / "tools" / "soak.py"), "--duration", "45",
                           "--fault-every", "4.5", "--json"], capture_output=True, text=True, timeout=240)
     result = json.loads(run.stdout.strip().splitlines()[-1])
+    print(json.dumps(result, indent=1))  # shown when an assertion fails
     for key in ("frames_expected", "frames_lost_healthy", "missed_deadlines", "p99_dev_ms", "drift_frames",
                 "rss_start_mb", "rss_end_mb", "faults_injected", "errors"):
         assert key in result
