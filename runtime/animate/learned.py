@@ -26,7 +26,7 @@ import numpy as np
 from numba import njit
 
 from runtime import channels
-from runtime.animate.spline import tangents
+from runtime.animate.spline import hermite, tangents
 from runtime.animate.timeline import Interpolator, SplineSegment
 
 log = logging.getLogger(__name__)
@@ -103,15 +103,7 @@ def _prepare(h: float, y0: np.ndarray, y1: np.ndarray, m0: np.ndarray, m1: np.nd
     feat[0, k + 3] = min(max(math.log(min(max(dtp, 1e-3), 60.0) / hc), -4.0), 4.0) * hasp
     feat[0, k + 4] = min(max(math.log(min(max(dtn, 1e-3), 60.0) / hc), -4.0), 4.0) * hasn
     for i in range(s.shape[0]):
-        q = float(s[i])
-        q2 = q * q
-        q3 = q2 * q
-        a = 2.0 * q3 - 3.0 * q2 + 1.0
-        b = (q3 - 2.0 * q2 + q) * h
-        cc = -2.0 * q3 + 3.0 * q2
-        d = (q3 - q2) * h
-        for c in range(grid.shape[1]):
-            grid[i, c] = a * y0[c] + b * m0[c] + cc * y1[c] + d * m1[c]
+        hermite(y0, y1, m0, m1, h, float(s[i]), grid[i])  # the spline's own kernel: the residual's base
 
 
 @njit(cache=True)
