@@ -36,6 +36,7 @@ class KeyframesConfig:
     max_keyframes: int = 8
     max_items: int = 2
     raw_channels: bool = False  # offer raw ARKit names to the model too
+    onset: bool = True  # the runtime writes each clause's first keyframe once the model chose the feeling
 
 
 @dataclass

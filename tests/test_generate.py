@@ -37,6 +37,9 @@ def test_prompt_is_prefix_plus_line_part_in_both_templates():
         text = prompts.build(req, template=template)
         assert text == prompts.prefix(template=template) + prompts.line_part(req, template)
         assert "Context: at the station" in text and "Emotion: joy" in text
+        # the turn's opening is the same for every line: it lives in the prefix's KV state
+        assert prompts.line_part(req, template).startswith(prompts.user_open(template))
+    assert prompts.user_open("chatml") == "<|im_start|>user\n"
     assert prompts.template_for("{{ '<start_of_turn>' + role }}") == "gemma"
     assert prompts.template_for("") == "chatml"
 
@@ -100,6 +103,55 @@ def test_prefix_state_is_reused_and_lines_do_not_leak(local, language):
     assert a == b  # greedy decoding from the same rewound prefix state
     assert local.rewinds["cut"] + local.rewinds["restore"] >= cuts + 3
     assert local.llm.n_tokens < local.prefix_tokens + 120  # only the line's own tokens were added
+
+
+@pytest.mark.model
+def test_split_prompt_tokenizes_like_the_whole(local):
+    """The backend evaluates prefix + turn opening once and the rest per line: the tokens must be
+    those of the whole prompt (the adapter was trained on the whole)."""
+    for text in ("She laughs at the joke", "'No!' he shouts.", "  spaced out", "Él sonríe."):
+        req = LineRequest(text, context="at home", emotion="joy")
+        whole = prompts.build(req, local.system, local.examples).encode()
+        whole = local.llm.tokenize(whole, add_bos=True, special=True)
+        head = local.llm.tokenize((local.prefix + local._open).encode(), add_bos=True, special=True)
+        rest = local.llm.tokenize(prompts.line_part(req)[len(local._open):].encode(), add_bos=False, special=True)
+        assert head + rest == whole
+        assert len(head) == local.prefix_tokens
+
+
+@pytest.mark.model
+def test_onset_leaves_before_the_model_reads_it(local, language):
+    """Each clause's first keyframe is the onset of the chosen feeling, handed over before the
+    feeling line is evaluated; the model writes the rest, after it."""
+    req = LineRequest("She laughs at the joke, then suddenly looks worried.")
+    seen = []
+    for piece, _ in local.stream(req):
+        seen.append((piece, local.llm.n_tokens))
+    clause = LineRequest(clauses(req.text)[0])
+    line_tokens = len(local.llm.tokenize(prompts.line_part(clause)[len(local._open):].encode(), add_bos=False,
+                                         special=True))
+    first, n_at_first = seen[0]
+    assert n_at_first == local.prefix_tokens + line_tokens  # nothing after "They feel" evaluated yet
+    emotion = language.preset(first.split()[1])
+    assert first == prompts.onset_line(emotion) and emotion in ("joy", "surprise")
+    onsets = [p for p, _ in seen if p in {prompts.onset_line(e) for e in ("fear", "sadness", "surprise")}]
+    assert onsets, "the second clause opens with its own onset"
+    assert len(seen) > 2 + len(onsets)  # the model wrote keyframes of its own
+
+
+@pytest.mark.model
+def test_without_onset_the_model_writes_every_line(config, language):
+    from runtime import assemble
+
+    config = __import__("copy").deepcopy(config)
+    config.keyframes.onset = False
+    b = assemble.local_backend(config, language)
+    try:
+        text, keys = _run(b, language, LineRequest("He slams his fist on the table, furious."))
+        assert keys and "anger" in {language.preset(n) for n, _ in keys[0].items}
+        assert not text.startswith(prompts.onset_line("anger"))
+    finally:
+        b.close()
 
 
 @pytest.mark.model

@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calibrate", default="1.0", help="calibration strength (0 = off); a comma list sweeps")
     ap.add_argument("--examples", type=int, default=-1, help="use only the first N few-shot examples")
     ap.add_argument("--no-consistent", action="store_true", help="let each line of a clause change emotion")
+    ap.add_argument("--no-onset", action="store_true", help="the model writes each clause's first keyframe too")
     ap.add_argument("--no-cues", action="store_true", help="no prior for emotion words the text uses")
     ap.add_argument("--probe", default=str(PROBE))
     ap.add_argument("--save", help="write {id, keyframes, seconds} lines (the probe's --results format)")
@@ -78,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
                            lora_path=args.lora or None, language=lang, calibrate=1.0,
                            split_clauses=not (args.plain or args.no_split), examples=examples,
                            max_keyframes=cfg.keyframes.max_keyframes, consistent=not args.no_consistent,
-                           level_floor=0 if args.plain else 4, cue_prior=0.0 if args.no_cues else 2.0)
+                           level_floor=0 if args.plain else 4, cue_prior=0.0 if args.no_cues else 2.0,
+                           onset=not args.no_onset)
     load_s = time.perf_counter() - t0
     prompts = [json.loads(line) for line in open(args.prompts) if line.strip()][: args.limit or None]
     if args.bench_kv:

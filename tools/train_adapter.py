@@ -7,8 +7,9 @@
         --out exported_models/keyframes-lora-smollm2.gguf
 
 The base weights are the same GGUF the runtime loads (transformers dequantizes it); the training
-prompt is the runtime's own, byte for byte: ``prompt.prefix(examples=[])`` + ``prompt.line_part``
-(a model with an adapter is prompted without few-shot examples; see ``LlamaBackend``). Only the
+prompt is the runtime's own, byte for byte: ``prompt.prefix(ADAPTER_SYSTEM, examples=[])`` +
+``prompt.line_part`` (a model with an adapter gets one short instruction line and no few-shot
+examples; see ``LlamaBackend``). Only the
 answer tokens carry loss. LoRA goes on v/o projections and the MLP, never on q/k, because llama.cpp
 stores q/k rows permuted for rotary embeddings and an adapter there would need the same permutation.
 
@@ -48,7 +49,7 @@ def sha256(path: Path) -> str:
 def load_pairs(corpus: Path, limit: int) -> list[tuple[str, str]]:
     from runtime.generate import prompt as prompts
 
-    head = prompts.prefix(examples=[])
+    head = prompts.prefix(prompts.ADAPTER_SYSTEM, examples=[])
     out = []
     for line in open(corpus):
         rec = json.loads(line)
@@ -172,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         "threads": args.threads, "train_seconds": round(time.time() - t0, 1),
         "loss_first": round(sum(losses[:10]) / len(losses[:10]), 4),
         "loss_last": round(sum(losses[-10:]) / len(losses[-10:]), 4),
-        "prompt": "runtime.generate.prompt.prefix(examples=[]) + line_part(req); answer = prompt.answer()",
+        "prompt": "runtime.generate.prompt.prefix(ADAPTER_SYSTEM, examples=[]) + line_part(req); "
+                  "answer = prompt.answer()",
     }
     out.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
     print(json.dumps(card))

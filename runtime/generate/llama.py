@@ -184,7 +184,7 @@ class LlamaBackend:
                  examples: list[tuple[str, str]] | None = None, language: Language | None = None,
                  calibrate: float = 1.0, split_clauses: bool = True, clause_keyframes: int = 3,
                  max_keyframes: int = 8, emotion_prior: float = 3.0, consistent: bool = True,
-                 cue_prior: float = 2.0, level_floor: int = 4) -> None:
+                 cue_prior: float = 2.0, level_floor: int = 4, onset: bool = True) -> None:
         try:
             import llama_cpp
             from llama_cpp import Llama
@@ -210,20 +210,26 @@ class LlamaBackend:
         self.consistent = consistent
         self.cue_prior = cue_prior
         self.level_floor = level_floor
+        self.onset = onset
         self._lock = threading.Lock()
         self._pieces: dict[int, str] = {}
         self._word_presets: dict[int, frozenset[str]] = {}
         self.stats: dict[str, float] = {}
         if lora_path and examples is None:
-            examples = []  # an adapter was trained on the bare prompt (tools/train_adapter.py)
+            # an adapter was trained on the short prompt without examples (tools/train_adapter.py)
+            examples = []
+            if system == prompts.SYSTEM:
+                system = prompts.ADAPTER_SYSTEM
         self.template = prompts.template_for(self.llm.metadata.get("tokenizer.chat_template", ""))
         self.system = system
         self.examples = examples
         self.prefix = prompts.prefix(system, examples, self.template)
-        # Evaluate the fixed prefix now, so every line pays only for its own tokens. Its KV state
-        # and the calibration are kept on disk: the next start restores them in milliseconds.
-        prefix_ids = self.llm.tokenize(self.prefix.encode("utf-8"), add_bos=True, special=True)
-        self._cache = PrefixCache.for_backend(model_path, lora_path, n_ctx, self.prefix, grammar, {
+        # Evaluate the fixed prefix (and the opening of the next user turn) now, so every line pays
+        # only for its own tokens. Its KV state and the calibration are kept on disk: the next
+        # start restores them in milliseconds.
+        self._open = prompts.user_open(self.template)
+        prefix_ids = self.llm.tokenize((self.prefix + self._open).encode("utf-8"), add_bos=True, special=True)
+        self._cache = PrefixCache.for_backend(model_path, lora_path, n_ctx, self.prefix + self._open, grammar, {
             "calibrate": calibrate, "emotion_prior": emotion_prior, "cue_prior": cue_prior,
             "level_floor": level_floor, "consistent": consistent, "clause_keyframes": clause_keyframes,
             "max_keyframes": max_keyframes, "words": self.language.words})
@@ -304,6 +310,23 @@ class LlamaBackend:
         if not self.lib.llama_state_seq_set_data(self.llm._ctx.ctx, buf, len(self._snapshot), 0):
             raise GenerationError("could not restore the prefix state")
         self.llm.n_tokens = self.prefix_tokens
+
+    def _eval_line(self, req: LineRequest) -> None:
+        """Evaluate the line's part of the prompt after the prefix (which holds the turn's opening)."""
+        part = prompts.line_part(req, self.template)
+        self.llm.eval(self.llm.tokenize(part[len(self._open):].encode("utf-8"), add_bos=False, special=True))
+
+    def _onset_ids(self, emotion: str) -> tuple[str, list[int]] | None:
+        """The onset line for ``emotion`` and its tokens, fed through the grammar; None (grammar
+        reset) if the grammar refuses it, and the model writes the first line itself."""
+        text = prompts.onset_line(emotion)
+        ids = self.llm.tokenize(text.encode(), add_bos=False, special=False)
+        for t in ids:
+            if not self.grammar.allows(t):
+                self.grammar.reset()
+                return None
+            self.grammar.accept(t)
+        return text, ids
 
     def _logits(self) -> np.ndarray:
         ptr = self.lib.llama_get_logits_ith(self.llm._ctx.ctx, -1)
@@ -404,13 +427,21 @@ class LlamaBackend:
         """Generate one clause: the feeling word, then keyframe lines (yielded as (piece, tokens))."""
         self._rewind()
         self.grammar.reset()
-        part = prompts.line_part(req, self.template).encode("utf-8")
-        self.llm.eval(self.llm.tokenize(part, add_bos=False, special=True))
+        self._eval_line(req)
         chosen, word = self._feel(req, calibrated)
         # the feeling line is ours, not the model's: it goes into the context, never to the parser
-        self.llm.eval(self.llm.tokenize(f" {word}.\n".encode(), add_bos=False, special=False))
-        line = ""
+        feel_ids = self.llm.tokenize(f" {word}.\n".encode(), add_bos=False, special=False)
         lines = 0
+        onset = self._onset_ids(chosen) if self.onset else None
+        if onset is not None:
+            # The first keyframe leaves now, before the model evaluates it with the feeling line.
+            yield onset[0], len(onset[1])
+            lines = 1
+            if lines >= keyframes or (cancel is not None and cancel.is_set()):
+                return
+            feel_ids = feel_ids + onset[1]
+        self.llm.eval(feel_ids)
+        line = ""
         for _ in range(budget):
             if cancel is not None and cancel.is_set():
                 return
@@ -447,8 +478,7 @@ class LlamaBackend:
         total: dict[str, float] = {}
         for text in CONTENT_FREE:
             self._rewind()
-            part = prompts.line_part(LineRequest(text), self.template).encode("utf-8")
-            self.llm.eval(self.llm.tokenize(part, add_bos=False, special=True))
+            self._eval_line(LineRequest(text))
             for k, v in self._feeling_mass().items():
                 total[k] = total.get(k, 0.0) + v / len(CONTENT_FREE)
         return {k: math.log(max(v, 1e-6)) for k, v in total.items()}

@@ -31,6 +31,10 @@ SYSTEM = (
     "smirk frown browraise squint pout open lookleft lookright lookup lookdown nod tilt turn. "
     "Context and Emotion, when given, steer the feeling."
 )
+# A model with the LoRA adapter (tools/train_adapter.py) learned the format, so it gets one short
+# line instead of SYSTEM and no examples: each training step then costs ~45 tokens, not ~155.
+ADAPTER_SYSTEM = "Animate the face: the feeling, then keyframes."
+
 # Nothing is asked after the text: the examples show the pattern. Measured: adding "How does this
 # person feel, in one word?" cost 11 tokens a line (~150 ms before the first keyframe) and scored
 # lower (dev 0.955 vs 0.977, own held-out set 0.921 vs 0.947). tools/eval_keyframes.py --question
@@ -124,6 +128,26 @@ def _split_example(text: str) -> tuple[str, str, str]:
         key, _, value = extra.partition(": ")
         fields[key] = value
     return lines[0], fields["Context"], fields["Emotion"]
+
+
+def user_open(template: str = "chatml") -> str:
+    """How every line's turn opens ("<|im_start|>user\n"): the same for every line, so the backend
+    keeps it in the prefix's KV state and evaluates only the rest of :func:`line_part`."""
+    return TEMPLATES[template][0]("user", "\0").split("\0")[0]
+
+
+# The onset: each clause's first keyframe, written by the runtime the moment the model has chosen
+# the feeling (KeyframesConfig.onset), so the face starts moving before the model writes a line.
+# (tenths of a second, level) per emotion, from the examples' own onsets and the times the model
+# writes without it (3-4 tenths): a startle is fast and high, calm barely moves, sadness is slow,
+# the rest rise over 0.3 s to a middle level; the model writes the apex.
+ONSET: dict[str, tuple[int, int]] = {"surprise": (1, 7), "neutral": (4, 0), "sadness": (4, 5)}
+ONSET_DEFAULT = (3, 5)
+
+
+def onset_line(emotion: str) -> str:
+    tenths, level = ONSET.get(emotion, ONSET_DEFAULT)
+    return f"{tenths} {emotion} {level}\n"
 
 
 def line_part(req: LineRequest, template: str = "chatml", feeling: str | None = None) -> str:
