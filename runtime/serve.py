@@ -32,7 +32,6 @@ import ipaddress
 import logging
 import queue
 import socket
-import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -47,6 +46,7 @@ from runtime.avatar import Avatar
 from runtime.clock import FrameClock
 from runtime.config import AvatarConfig, Config
 from runtime.generate.prompt import LineRequest
+from runtime.loop_thread import LoopThread
 from runtime.sinks.base import Sink
 from runtime.sinks.fanout import Fanout
 
@@ -196,9 +196,8 @@ class Server:
         self._inbox: collections.deque[_Frame] = collections.deque(maxlen=240)
         self._wake_pending = False
         self._subscribed = 0  # clients with any subscription: the clock skips the tap when 0
-        self.loop = asyncio.new_event_loop()
-        self._server = None
-        self._thread: threading.Thread | None = None
+        self._lt = LoopThread("serve")
+        self.loop = self._lt.loop
         self.clock: FrameClock | None = None
         self._broken: set[str] = set()
         self._day0 = 0.0
@@ -226,20 +225,20 @@ class Server:
                     timeout=cfg.model.timeout, max_lines=cfg.serve.max_lines,
                     on_event=self._event_from_thread, idle=self._idle_for(i),
                     interrupt_blend=cfg.serve.interrupt_blend)
-            ready = threading.Event()
-            errors: list[str] = []
-            self._thread = threading.Thread(target=self._run_loop, args=(ready, errors),
-                                            name="serve", daemon=True)
-            self._thread.start()
-            ready.wait(10)
-            if errors or self._server is None:
-                raise ServeError(f"cannot serve on {self.host}:{self.port}: "
-                                 f"{errors[0] if errors else 'did not start'}")
+            from websockets.asyncio.server import serve
+
+            try:
+                self._lt.start(lambda: serve(
+                    self._handler, self.host, self.port, process_request=self._http, compression=None,
+                    max_size=HARD_MAX_MESSAGE, write_limit=SEND_BUFFER, close_timeout=1.0,
+                    server_header="keyframeface"))
+            except OSError as e:  # port in use, bad host
+                raise ServeError(f"cannot serve on {self.host}:{self.port}: {e}") from None
         except Exception:
             self.close()
             raise
         if self.port == 0:
-            self.port = self._server.sockets[0].getsockname()[1]
+            self.port = self._lt.port
         now = datetime.now()
         self._day0 = now.hour * 3600 + now.minute * 60 + now.second + now.microsecond / 1e6
         _warm_kernels()  # compile or load every per-frame kernel now, not on the clock's first frames
@@ -252,28 +251,6 @@ class Server:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}/"
 
-    def _run_loop(self, ready: threading.Event, errors: list[str]) -> None:
-        from websockets.asyncio.server import serve
-
-        async def start():
-            return await serve(self._handler, self.host, self.port, process_request=self._http,
-                               compression=None, max_size=HARD_MAX_MESSAGE, write_limit=SEND_BUFFER,
-                               close_timeout=1.0, server_header="keyframeface")
-
-        asyncio.set_event_loop(self.loop)
-        try:
-            self._server = self.loop.run_until_complete(start())
-        except Exception as e:  # port in use, bad host
-            errors.append(getattr(e, "strerror", None) or str(e))
-        ready.set()
-        if self._server is None:
-            return
-        try:
-            self.loop.run_forever()
-        finally:
-            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
-            self.loop.close()
-
     def close(self) -> None:
         if self.clock is not None:
             self.clock.stop()
@@ -281,21 +258,11 @@ class Server:
             av.close()
         for f in self.fanouts:
             f.close()
-        if self._server is not None and self._thread is not None and self._thread.is_alive():
-            async def stop() -> None:
-                self._server.close()
-                await self._server.wait_closed()
-                self.loop.stop()
-
-            try:
-                asyncio.run_coroutine_threadsafe(stop(), self.loop)
-            except RuntimeError:
-                pass
-            self._thread.join(5)
+        self._lt.stop()
 
     def serve_forever(self) -> None:
-        while self._thread is not None and self._thread.is_alive():
-            self._thread.join(0.5)
+        while self._lt.alive:
+            self._lt.thread.join(0.5)
 
     # -- frame clock thread -----------------------------------------------------------------------
     def _tick(self, n: int, t: float) -> bool:
@@ -314,16 +281,10 @@ class Server:
         self._inbox.append(_Frame(avatar, frame.copy(), seq, t))
         if not self._wake_pending:
             self._wake_pending = True
-            try:
-                self.loop.call_soon_threadsafe(self._drain_frames)
-            except RuntimeError:  # loop closed during shutdown
-                pass
+            self._lt.call_soon(self._drain_frames)
 
     def _event_from_thread(self, event: dict) -> None:
-        try:
-            self.loop.call_soon_threadsafe(self._dispatch, event)
-        except RuntimeError:
-            pass
+        self._lt.call_soon(self._dispatch, event)
 
     # -- loop thread ------------------------------------------------------------------------------
     def _drain_frames(self) -> None:

@@ -24,12 +24,12 @@ import json
 import logging
 import socket
 import struct
-import threading
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
 from runtime import channels
+from runtime.loop_thread import LoopThread
 from runtime.sinks.base import Sink, SinkError
 
 log = logging.getLogger(__name__)
@@ -111,19 +111,18 @@ class WebSocketSink(Sink):
         # frames on their way to the server thread; only fills if that thread is starved for ~2 s
         self._inbox: collections.deque[_Item] = collections.deque(maxlen=120)
         self._wake_pending = False
-        self._closing = False
-        self.loop = asyncio.new_event_loop()
-        self._server = None
-        self._ready = threading.Event()
-        self._error: str | None = None
-        self.thread = threading.Thread(target=self._run, name=f"ws-sink:{port}", daemon=True)
-        self.thread.start()
-        self._ready.wait(10)
-        if self._error or self._server is None:
-            self.thread.join(2)
-            raise SinkError(f"ws://{host}:{port}: {self._error or 'server did not start'}")
+        self._lt = LoopThread(f"ws-sink:{port}")
+        self.loop = self._lt.loop
+        from websockets.asyncio.server import serve
+
+        try:
+            self._lt.start(lambda: serve(self._handler, host, port, compression=None, max_size=2**16,
+                                         write_limit=SEND_BUFFER, close_timeout=1.0))
+        except OSError as e:
+            raise SinkError(f"ws://{host}:{port}: {e}") from None
+        self.thread = self._lt.thread
         if port == 0:  # an ephemeral port (tests): report the real one
-            self.port = self._server.sockets[0].getsockname()[1]
+            self.port = self._lt.port
         log.info("%s: serving frames", self.label)
 
     @property
@@ -141,36 +140,9 @@ class WebSocketSink(Sink):
         self.sent += 1
         if not self._wake_pending:
             self._wake_pending = True
-            try:
-                self.loop.call_soon_threadsafe(self._drain)
-            except RuntimeError:  # loop closed during shutdown
-                pass
+            self._lt.call_soon(self._drain)
 
     # --- server thread ------------------------------------------------------------------------
-
-    def _run(self) -> None:
-        from websockets.asyncio.server import serve
-
-        async def start():
-            return await serve(self._handler, self.host, self.port, compression=None, max_size=2**16,
-                               write_limit=SEND_BUFFER, close_timeout=1.0)
-
-        asyncio.set_event_loop(self.loop)
-        try:
-            self._server = self.loop.run_until_complete(start())
-        except OSError as e:
-            self._error = e.strerror or str(e)
-        except Exception as e:  # a bad host name surfaces as various errors
-            self._error = str(e)
-        self._ready.set()
-        if self._server is None:
-            self.loop.close()
-            return
-        try:
-            self.loop.run_forever()
-        finally:
-            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
-            self.loop.close()
 
     def _drain(self) -> None:
         self._wake_pending = False
@@ -240,17 +212,4 @@ class WebSocketSink(Sink):
         return sum(c.dropped for c in list(self.clients))
 
     def close(self) -> None:
-        if self._closing or self._server is None:
-            return
-        self._closing = True
-
-        async def stop() -> None:
-            self._server.close()
-            await self._server.wait_closed()
-            self.loop.stop()
-
-        try:
-            asyncio.run_coroutine_threadsafe(stop(), self.loop)
-        except RuntimeError:
-            return
-        self.thread.join(5)
+        self._lt.stop()
