@@ -102,8 +102,9 @@ def bench_kv(backend, prompts: list[dict]) -> None:
     llm = backend.llm
     times: dict[str, list[float]] = {"cut": [], "restore": [], "full": []}
     for p in prompts:
-        part = llm.tokenize(prompt_mod.line_part(LineRequest(p["text"]), backend.template).encode(),
-                            add_bos=False, special=True)
+        # the prefix state holds the turn's opening; the line evaluates the rest (as the backend does)
+        part = prompt_mod.line_part(LineRequest(p["text"]), backend.template)[len(backend._open):]
+        part = llm.tokenize(part.encode(), add_bos=False, special=True)
         for how in times:
             t0 = time.process_time()
             if how == "cut":
@@ -119,7 +120,7 @@ def bench_kv(backend, prompts: list[dict]) -> None:
             else:
                 llm._ctx.kv_cache_clear()
                 llm.n_tokens = 0
-                llm.eval(llm.tokenize(backend.prefix.encode(), add_bos=True, special=True))
+                llm.eval(llm.tokenize((backend.prefix + backend._open).encode(), add_bos=True, special=True))
             llm.eval(part)
             times[how].append(1000 * (time.process_time() - t0))
     backend._rewind()
