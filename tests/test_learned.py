@@ -151,7 +151,13 @@ def test_load_interpolator():
         L.load_interpolator("bezier")
 
 
-def test_onnx_export_matches_torch(tmp_path):
+NET_OPTIONS = [dict(basis=4), dict(basis=4, mix=True, warp=5, hold=(0.3, 0.6)),
+               dict(basis=0, mix=True, warp=8, hold=(0.6, 1.0), spline_channels=("JawOpen",))]
+
+
+@pytest.mark.parametrize("members", [1, 2])
+@pytest.mark.parametrize("options", NET_OPTIONS)
+def test_onnx_export_matches_torch(tmp_path, options, members):
     torch = pytest.importorskip("torch")
     pytest.importorskip("onnx")
     import onnxruntime as ort
@@ -160,9 +166,11 @@ def test_onnx_export_matches_torch(tmp_path):
     import train_interpolator as T
 
     torch.manual_seed(3)
-    net = T.Net(hidden=16, basis=4, context=4)
+    nets = [T.Net(hidden=16, context=4, **options) for _ in range(members)]
     with torch.no_grad():  # a head far from zero, so the residual and its bound both matter
-        net.head.weight.normal_(0, 2.0)
+        for n in nets:
+            n.head.weight.normal_(0, 2.0)
+    net = nets[0] if members == 1 else T.Ensemble(nets).eval()
     path = tmp_path / "m.onnx"
     T.export(net, path)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -174,3 +182,31 @@ def test_onnx_export_matches_torch(tmp_path):
     assert got.shape == (5, 37, L.C)
     np.testing.assert_allclose(got, want, atol=1e-5)
     assert np.abs(want - net(f, torch.zeros(1)).detach().numpy()).max() > 1e-2  # phases matter
+
+
+@pytest.mark.parametrize("options", NET_OPTIONS[1:])
+def test_warp_and_lean_stay_in_range_and_invent_nothing(options):
+    torch = pytest.importorskip("torch")
+    sys.path.insert(0, str(ROOT / "tools"))
+    import train_interpolator as T
+
+    torch.manual_seed(4)
+    net = T.Net(hidden=16, context=4, **options)
+    with torch.no_grad():
+        net.head.weight.normal_(0, 3.0)
+        net.head.bias.normal_(0, 3.0)
+    f = torch.randn(6, L.FEATURES) * 40
+    f[:, :2 * L.C] = torch.rand(6, 2 * L.C).round()  # keys on the bounds, wild tangents
+    p = torch.linspace(0, 1, 29)
+    with torch.no_grad():
+        out = net(f, p)
+        assert torch.isfinite(out).all() and out.min() >= 0.0 and out.max() <= 1.0
+        # through both keys
+        torch.testing.assert_close(out[:, 0], f[:, :L.C], atol=1e-4, rtol=0)
+        torch.testing.assert_close(out[:, -1], f[:, L.C:2 * L.C], atol=1e-4, rtol=0)
+        if options["basis"] == 0:  # no residual: a still channel (equal keys, flat) stays still
+            still = f.clone()
+            still[:, L.C:2 * L.C] = still[:, :L.C]
+            still[:, 2 * L.C:4 * L.C] = 0.0
+            torch.testing.assert_close(net(still, p), still[:, None, :L.C].expand(-1, 29, -1),
+                                       atol=1e-6, rtol=0)

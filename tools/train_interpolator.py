@@ -8,7 +8,13 @@ segments between keys chosen several ways (salient RDP keys at 1.5-3 keys/s, uni
 0.4-0.6 s from a random start, random gaps of 0.15-1 s), each also mirrored left/right, and
 sometimes hides the key after the segment (as when the model is late) so the network learns to
 work with what the stream knows. The network (runtime/animate/learned.py explains its inputs and
-why its output is bounded) learns the in-between frames as a residual over the monotone cubic.
+why its output is bounded) learns, per channel and segment, a monotone warp of the phase at which
+the base curve is read and a lean of that base from the monotone cubic toward the straight line;
+segments over 0.6 s fade to the straight line by 1 s. Optional (off by default): a sine-basis
+residual (--basis), ensembles of seeds (--members), augmented copies (--augment).
+
+Leave one take out: ``--loo DIR`` trains one model per take on the others and scores each take
+with the model that never saw it (the pooled table the model card quotes).
 
 Writes exported_models/interpolator.onnx and the model card interpolator.json (data, split, seed,
 input/output spec, the eval table on the held-out takes). Seeded; one thread; a few minutes.
@@ -41,17 +47,19 @@ from runtime.animate.spline import tangents  # noqa: E402
 
 C = L.C
 OPSET = 17
-# Blinks between keys are events, not in-betweens: the idle layer makes them, and a network that
-# guesses them from key timing only learns the training person's blink rate.
-SPLINE_CHANNELS = ("EyeBlinkLeft", "EyeBlinkRight")
-# An option, off by default: fade the residual out over long segments. Long segments gave most of
-# the held-out losses (the net invents one person's habits in another take's holds), but fading it
-# out from 0.5 to 1 s made the held-out takes worse overall, not better.
-HOLD = (0.0, 0.0)  # off: fading out by 1 s made held-out takes worse, not better
+# Channels left to the plain spline. None: with only a warp (no residual) the net cannot invent a
+# blink between keys, but it can shape one a key caught (fast close, slower open), which is most
+# of the uniform-key error. (With the old free residual, learned blinks invented the training
+# person's blink rate in long segments.)
+SPLINE_CHANNELS: tuple[str, ...] = ()
+# Segments longer than HOLD[0] s fade to the straight line by HOLD[1] s: in leave-one-take-out
+# runs almost all losses came from long segments, where a net trained on other takes adds their
+# habits; the straight line is the best spline there with salient keys.
+HOLD = (0.6, 1.0)
 
 
 class Net(nn.Module):
-    """Segment features -> K sine coefficients per channel -> bounded residual over the cubic.
+    """Segment features -> per channel: phase warp, lean toward the line, optional residual.
 
     One small network shared by every channel (each channel's own keys, the segment's timing, how
     much the whole face moves, and a 4-number channel embedding) rather than one joint network over
@@ -59,9 +67,18 @@ class Net(nn.Module):
     """
 
     def __init__(self, hidden: int = 64, basis: int = 6, embed: int = 4, context: int = 0,
-                 spline_channels: tuple[str, ...] = (), hold: tuple[float, float] = (0.0, 0.0)) -> None:
+                 spline_channels: tuple[str, ...] = (), hold: tuple[float, float] = (0.0, 0.0),
+                 mix: bool = False, motion: float = 0.0, warp: int = 0) -> None:
         super().__init__()
+        # > 0: this many more outputs per channel, a monotone piecewise-linear warp of the phase
+        # (softmax weights of as many equal bins) at which the base curve is read: it can move
+        # the motion the keys show earlier or later, sharpen or soften it, but never invent any
+        self.warp = warp
+        # > 0: the residual may reach full size only where the keys themselves show at least this
+        # much motion (this segment or a neighbouring one); in a still stretch it cannot invent any
+        self.motion = motion
         self.basis = basis
+        self.mix = mix  # one more output: how far the base curve leans from the cubic to the line
         self.hold = hold  # residual fades out from hold[0] to hold[1] seconds; (0, 0): never
         keep = torch.ones(C)
         keep[[channels.INDEX[n] for n in spline_channels]] = 0.0
@@ -72,12 +89,15 @@ class Net(nn.Module):
         n_in = L.BLOCKS + L.SCALARS + 3 + embed + context
         self.body = nn.Sequential(nn.Linear(n_in, hidden), nn.SiLU(), nn.Linear(hidden, hidden),
                                   nn.SiLU())
-        self.head = nn.Linear(hidden, basis)
+        self.head = nn.Linear(hidden, basis + int(mix) + warp)
         with torch.no_grad():  # start as the plain spline
             self.head.weight.mul_(0.01)
             self.head.bias.zero_()
+            if mix:
+                self.head.bias[basis] = -2.0
             self.embed.normal_(0.0, 0.1)
         self.register_buffer("freq", torch.arange(1, basis + 1, dtype=torch.float32) * math.pi)
+        self.register_buffer("bins", torch.arange(warp, dtype=torch.float32))
 
     def coeffs(self, f: torch.Tensor) -> torch.Tensor:
         """f [B, F] -> sine coefficients [B, K, C]."""
@@ -97,28 +117,69 @@ class Net(nn.Module):
 
         ``a`` (coefficients [B, K, C]) may be given when rows repeat a segment (training)."""
         a = self.coeffs(f) if a is None else a
+        k = self.basis
+        if self.mix:  # the base curve's lean toward the straight line
+            g = torch.sigmoid(a[:, k:k + 1]) * self.keep
+            k += 1
+        if self.warp:  # read the base at w(s): w(0) = 0, w(1) = 1, increasing
+            p = torch.softmax(a[:, k:k + self.warp], dim=1)  # [B, W, C]
+            ramps = (s[..., None] * self.warp - self.bins).clamp(0.0, 1.0)  # [B, P, W]
+            w = ramps @ p
+            w = w * self.keep + s[..., None] * (1.0 - self.keep)
+        a = a[:, :self.basis]
         r = torch.tanh(torch.sin(s[..., None] * self.freq) @ a) * self.keep  # 0 at both keys
-        if self.hold[1] > 0:  # long holds: what happens inside is not an in-between
-            h = torch.exp(f[:, L.BLOCKS * C])
-            fade = ((self.hold[1] - h) / (self.hold[1] - self.hold[0])).clamp(0.0, 1.0)
-            r = r * fade[:, None, None]
+        if self.motion > 0 and self.basis:
+            y0k, y1k = f[:, 0:C], f[:, C:2 * C]
+            seen = torch.maximum(torch.maximum((y1k - y0k).abs(), f[:, 4 * C:5 * C].abs()),
+                                 f[:, 5 * C:6 * C].abs())
+            r = r * (seen / self.motion).clamp(max=1.0)[:, None, :]
         s = s[..., None]
-        s2, s3 = s * s, s * s * s
+        u = w if self.warp else s  # where the base curve is read
+        s2, s3 = u * u, u * u * u
         y0, y1 = f[:, None, 0:C], f[:, None, C:2 * C]
         m0h, m1h = f[:, None, 2 * C:3 * C], f[:, None, 3 * C:4 * C]
-        base = ((2 * s3 - 3 * s2 + 1) * y0 + (s3 - 2 * s2 + s) * m0h + (-2 * s3 + 3 * s2) * y1
+        base = ((2 * s3 - 3 * s2 + 1) * y0 + (s3 - 2 * s2 + u) * m0h + (-2 * s3 + 3 * s2) * y1
                 + (s3 - s2) * m1h).clamp(0.0, 1.0)  # the input is in range; guard rounding
+        if self.mix:  # a convex blend of two curves in range stays in range
+            base = base + g * ((y0 + u * (y1 - y0)).clamp(0.0, 1.0) - base)
         # r > 0 takes that fraction of the room above, r < 0 of the room below; written so that
         # float rounding cannot leave [0, 1] either (tanh may round to 1 + ulp, hence 0.9999)
         r = r * 0.9999
-        return 1.0 - (1.0 - base * (1.0 - torch.relu(-r))) * (1.0 - torch.relu(r))
+        out = (1.0 - (1.0 - base * (1.0 - torch.relu(-r))) * (1.0 - torch.relu(r)) if self.basis
+               else base)
+        if self.hold[1] > 0:  # long segments: what happens inside is not an in-between; fade
+            # toward the straight line (a convex blend of two curves in range stays in range)
+            h = torch.exp(f[:, L.BLOCKS * C])
+            fade = ((self.hold[1] - h) / (self.hold[1] - self.hold[0])).clamp(0.0, 1.0)
+            line = (y0 + s * (y1 - y0)).clamp(0.0, 1.0)
+            keep = self.keep
+            out = line + (fade[:, None, None] * keep + (1.0 - keep)) * (out - line)
+        return out
 
     def forward(self, features: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
         """The exported graph: features [B, F], phase [P] -> pose [B, P, C]."""
         return self.shape(features, phase[None, :].expand(features.shape[0], -1))
 
 
-def export(net: Net, path: Path) -> None:
+class Ensemble(nn.Module):
+    """Several Nets trained from different seeds, played as one: their sine coefficients (and base
+    leans) are averaged, so the ONNX graph runs the small MLPs side by side and shapes once."""
+
+    def __init__(self, members: list[Net]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def coeffs(self, f: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m.coeffs(f) for m in self.members]).mean(0)
+
+    def shape(self, f: torch.Tensor, s: torch.Tensor, a: torch.Tensor | None = None) -> torch.Tensor:
+        return self.members[0].shape(f, s, self.coeffs(f) if a is None else a)
+
+    def forward(self, features: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+        return self.shape(features, phase[None, :].expand(features.shape[0], -1))
+
+
+def export(net: nn.Module, path: Path) -> None:
     net.eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -175,12 +236,24 @@ def random_keys(t: np.ndarray, rng: np.random.Generator, lo: float = 0.15, hi: f
     return np.unique(np.r_[0, idx[idx < len(t) - 1], len(t) - 1])
 
 
-def build(runs: list[ev.Run], rng: np.random.Generator) -> Segments:
+def variants(run: ev.Run, rng: np.random.Generator, augment: int):
+    """The run as captured and ``augment`` more faces like it: played 0.8-1.25x as fast, each
+    shape's excursions from its rest value scaled by 0.75-1.33 (another face's range), clipped."""
+    yield run.times, run.values
+    rest = np.percentile(run.values[:, :C], 5, axis=0)
+    for _ in range(augment):
+        speed = math.exp(rng.uniform(math.log(0.8), math.log(1.25)))
+        gain = np.exp(rng.uniform(math.log(0.75), math.log(1.33), C))
+        v = run.values.copy()
+        v[:, :C] = np.clip(rest + gain * (v[:, :C] - rest), 0.0, 1.0)
+        yield run.times[0] + (run.times - run.times[0]) / speed, v
+
+
+def build(runs: list[ev.Run], rng: np.random.Generator, augment: int = 0) -> Segments:
     data = Segments()
-    for run in runs:
+    for t, v0 in (x for r in runs for x in variants(r, rng, augment)):
         for mirror in (False, True):
-            t = run.times
-            v = run.values[:, channels.MIRROR] if mirror else run.values
+            v = v0[:, channels.MIRROR] if mirror else v0
             keyings = [ev.salient_keys(t, v, r) for r in (1.0, 1.5, 2.0, 2.5, 3.0)]
             for step in (0.4, 0.5, 0.6):
                 off = int(np.searchsorted(t, t[0] + rng.uniform(0, step)))
@@ -220,13 +293,15 @@ def progress(total: int):
 
 def train(data: Segments, steps: int, batch: int, lr: float, hidden: int, basis: int, context: int,
           spline_channels: tuple[str, ...], hold: tuple[float, float], huber: float,
-          seed: int) -> tuple[Net, list[float]]:
+          seed: int, mix: bool = False, motion: float = 0.0,
+          warp: int = 0) -> tuple[Net, list[float]]:
     torch.manual_seed(seed)
     feats, seg, phase, target = data.tensors()
     # frames are stored segment by segment: a step takes whole segments, so the network runs once
     # per segment and every frame of it counts
     start = torch.searchsorted(seg, torch.arange(len(feats) + 1))
-    net = Net(hidden, basis, context=context, spline_channels=spline_channels, hold=hold)
+    net = Net(hidden, basis, context=context, spline_channels=spline_channels, hold=hold, mix=mix,
+              motion=motion, warp=warp)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
     gen = torch.Generator().manual_seed(seed)
@@ -267,18 +342,34 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=128, help="segments per step")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--hidden", type=int, default=64)
-    ap.add_argument("--basis", type=int, default=6)
+    ap.add_argument("--basis", type=int, default=0,
+                    help="sine coefficients of a free residual (0: none, the model only retimes)")
     ap.add_argument("--context", type=int, default=8, help="whole-face summary size (0: none)")
     ap.add_argument("--spline-channels", type=lambda x: [n for n in x.split(",") if n],
                     default=list(SPLINE_CHANNELS),
-                    help="comma-separated channels left to the spline (default: the blinks, which the "
-                         "idle layer owns)")
+                    help="comma-separated channels left to the spline (default: none)")
     ap.add_argument("--hold", type=float, nargs=2, default=HOLD, metavar=("FROM", "TO"),
-                    help="fade the residual out over segments FROM..TO seconds long (0 0: never)")
+                    help="segments FROM..TO seconds long fade to the straight line (0 0: never)")
     ap.add_argument("--huber", type=float, default=0.0, help="Huber loss delta (0: squared error)")
+    ap.add_argument("--mix", action=argparse.BooleanOptionalAction, default=True,
+                    help="also learn a per-channel lean of the base curve toward the straight line")
+    ap.add_argument("--motion", type=float, default=0.0,
+                    help="residual scaled down where the keys show less motion than this (0: off)")
+    ap.add_argument("--augment", type=int, default=2,
+                    help="extra time-warped, amplitude-scaled copies of every training run")
+    ap.add_argument("--warp", type=int, default=8,
+                    help="bins of a learned monotone phase warp of the base curve (0: none)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--members", type=int, default=1,
+                    help="train this many nets (seeds seed, seed+1, ...) and average them")
+    ap.add_argument("--loo", type=Path, metavar="DIR",
+                    help="leave one take out instead: one model per take, trained on the others, "
+                         "written to DIR/<take>.onnx; each take scored by the model that never saw "
+                         "it, pooled table printed and written to DIR/loo.json (--out untouched)")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
+    if a.loo:
+        return leave_one_out(a, list(sys.argv[1:] if argv is None else argv))
     val = a.val or ["S88-001", "apfel"]
     rng = np.random.default_rng(a.seed)
 
@@ -290,14 +381,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     runs = [r for p in train_paths for r in ev.runs_of(p)]
     t0 = time.perf_counter()
-    data = build(runs, rng)
+    data = build(runs, rng, a.augment)
     n_frames = sum(len(x) for x in data.seg)
     print(f"train takes {[p.stem for p in train_paths]}, val {[p.stem for p in val_paths]}: "
           f"{data.count} segments, {n_frames} in-between frames ({time.perf_counter() - t0:.1f} s)",
           file=sys.stderr)
     t0 = time.perf_counter()
-    net, curve = train(data, a.steps, a.batch, a.lr, a.hidden, a.basis, a.context,
-                       tuple(a.spline_channels), tuple(a.hold), a.huber, a.seed)
+    nets = []
+    for k in range(a.members):
+        m, curve = train(data, a.steps, a.batch, a.lr, a.hidden, a.basis, a.context,
+                         tuple(a.spline_channels), tuple(a.hold), a.huber, a.seed + k, a.mix,
+                         a.motion, a.warp)
+        nets.append(m)
+    net = nets[0] if len(nets) == 1 else Ensemble(nets).eval()
     train_s = time.perf_counter() - t0
 
     a.out.parent.mkdir(parents=True, exist_ok=True)
@@ -312,6 +408,36 @@ def main(argv: list[str] | None = None) -> int:
     if scores:
         print(ev.table(scores))
     print(json.dumps(card["eval"]["validation"]["summary"] if scores else {}))
+    return 0
+
+
+def leave_one_out(a, argv: list[str]) -> int:
+    """Train a model per take on the other takes (same options) and score each take with its own."""
+    rest, skip = [], False
+    for x in argv:  # the same options, minus --loo/--val/--out
+        if skip:
+            skip = False
+            continue
+        if x in ("--loo", "--val", "--out"):
+            skip = True
+            continue
+        if not x.startswith(("--loo=", "--val=", "--out=")):
+            rest.append(x)
+    a.loo.mkdir(parents=True, exist_ok=True)
+    scores = []
+    for p in ev.find_takes(a.recordings):
+        model = a.loo / f"{p.stem}.onnx"
+        main(rest + ["--val", p.stem, "--out", str(model)])
+        scores += ev.evaluate([p], L.LearnedInterpolator(model), progress=False)
+    tot = ev.pooled(scores)
+    result = {"summary": ev.summary(scores),
+              "learned_vs_best_spline_percent": {r: round(ev.gain(tot, r), 2) for r in ev.RULES},
+              "per_take_percent": {s.name: [round(ev.gain(s.sums, r), 1) for r in ev.RULES]
+                                   for s in scores},
+              "per_take_columns": list(ev.RULES)}
+    (a.loo / "loo.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(ev.table(scores))
+    print(json.dumps(result["learned_vs_best_spline_percent"] | {"per_take": result["per_take_percent"]}))
     return 0
 
 
@@ -339,7 +465,7 @@ def model_card(a, net, train_paths, val_paths, data, n_frames, train_s, curve, s
 
     val_sum = ev.summary(scores) if scores else {}
     gains = {rule: ev.gain(ev.pooled(scores), rule) for rule in ev.RULES} if scores else {}
-    wins = bool(gains) and all(g > 0 for g in gains.values())
+    wins = bool(gains) and all(g >= 5.0 for g in gains.values())  # the issue's target
     return {
         "name": "keyframeface in-between interpolator",
         "created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -354,6 +480,8 @@ def model_card(a, net, train_paths, val_paths, data, n_frames, train_s, curve, s
             "keyings": "salient RDP 1/1.5/2/2.5/3 keys/s, uniform 0.4/0.5/0.6 s from a random start, "
                        "2x random gaps 0.15-1 s, 1x random gaps 0.3-3 s; each also mirrored "
                        "left/right; next key hidden 15% of the time",
+            "augment": (f"{a.augment} extra copy/copies of every run, 0.8-1.25x speed, each shape's "
+                        "excursion from rest scaled 0.75-1.33x" if a.augment else "none"),
         },
         "training": {"seed": a.seed,
                      "loss": f"huber {a.huber}" if a.huber else "squared error",
@@ -362,10 +490,20 @@ def model_card(a, net, train_paths, val_paths, data, n_frames, train_s, curve, s
                      "seconds": round(train_s, 1), "torch": torch.__version__,
                      "train_rmse_curve_every_100_steps": [round(x, 5) for x in curve]},
         "model": {"architecture": (
-            f"one MLP shared by the {C} channels, {L.BLOCKS + L.SCALARS + 3 + 4 + a.context}-"
-            f"{a.hidden}-{a.hidden}-{a.basis} (SiLU; inputs: the channel's keys, segment timing, "
-            f"face motion, a {a.context}-d whole-face summary, a 4-d channel embedding); "
-            "sine-basis residual over the monotone cubic, tanh-bounded"),
+            (f"average of {a.members} seeds' coefficients of " if a.members > 1 else "")
+            + f"one MLP shared by the {C} channels, {L.BLOCKS + L.SCALARS + 3 + 4 + a.context}-"
+            f"{a.hidden}-{a.hidden}-{a.basis + int(a.mix) + a.warp} (SiLU; inputs: the channel's "
+            f"keys, segment timing, face motion, a {a.context}-d whole-face summary, a 4-d channel "
+            "embedding); outputs: "
+            + "; ".join(x for x in (
+                f"{a.basis} sine coefficients of a tanh-bounded residual" if a.basis else "",
+                "a sigmoid lean of the base curve from the monotone cubic toward the straight line"
+                if a.mix else "",
+                f"{a.warp} softmax bin weights of a monotone phase warp at which the base curve is "
+                "read (it retimes the motion the keys show, never invents any)" if a.warp else "")
+                if x)
+            + (f"; segments longer than {a.hold[0]} s fade to the straight line by {a.hold[1]} s"
+               if a.hold[1] > 0 else "")),
                   "parameters": sum(p.numel() for p in net.parameters()), "opset": OPSET},
         "spline_channels": list(a.spline_channels),
         "hold_fade_seconds": list(a.hold),
@@ -375,7 +513,9 @@ def model_card(a, net, train_paths, val_paths, data, n_frames, train_s, curve, s
                                "log(dt_next/h)*has_next"},
         "inputs": {"features": ["segments", L.FEATURES], "phase": ["phases"]},
         "outputs": {"pose": ["segments", "phases", C],
-                    "range": "[0, 1] by construction (tanh fraction of the room to the bound)",
+                    "range": "[0, 1] by construction (the base curves stay in range at any phase; "
+                             "convex blends of them; the residual is a tanh fraction of the room "
+                             "to the bound)",
                     "channels": "the 52 ARKit blendshapes in canonical order; rotations keep the "
                                 "spline"},
         "eval": {
@@ -385,16 +525,18 @@ def model_card(a, net, train_paths, val_paths, data, n_frames, train_s, curve, s
                            "learned_vs_best_spline_percent": gains},
             "train_takes_per_take": per_take(train_scores),
         },
-        "default": ("learned beats the best spline on the held-out takes with both key rules"
-                    if wins else
-                    "NOT the default: it does not beat the best spline on the held-out takes "
-                    "with both key rules"),
-        "selection": "the design (one network shared by channels, blinks left to the spline, 3000 "
-                     "steps) was chosen after about 8 trial runs scored on these same validation "
-                     "takes, so the validation numbers are somewhat optimistic",
+        "default": ("learned beats the best spline by at least 5% on the held-out takes with "
+                    "both key rules" if wins else
+                    "NOT the default: it does not beat the best spline by the 5% target on the "
+                    "held-out takes with both key rules"),
+        "selection": "the design (phase warp + lean toward the line, no free residual, blinks "
+                     "learned, long segments fade to the line, 2 augmented copies) was chosen among 9 configurations "
+                     "screened on these validation takes and 6 compared by leave-one-take-out over "
+                     "all five takes (the table quoted below), so both are somewhat optimistic",
         "limitations": "One person, 5.6 minutes of training capture; untested on other faces and "
                        "devices. Motion entirely between keys (blinks, saccades) cannot be "
-                       "recovered. Head/eye rotations are not modelled.",
+                       "recovered. Head/eye rotations are not modelled (the eye rotations in these "
+                       "takes look like radians, about +-0.6, and keep the monotone cubic).",
     }
 
 

@@ -1,12 +1,21 @@
 """Learned in-betweens: an ONNX network that reshapes each segment of the monotone cubic.
 
 The network sees one segment (its two keys, their tangents, its length) plus at most one key on
-each side of it, which is all a streaming runtime knows. It predicts, for the 52 blendshapes, a
-residual over the monotone cubic as a few sine coefficients (zero at both keys, so the curve still
-passes through every key), squashed by tanh into (-1, 1) and applied as a fraction of the room
-left to the channel's bound: ``base + r * (1 - base)`` for r > 0, ``base + r * base`` for r < 0.
-Every output therefore lies in [0, 1] by construction. Head and eye rotations (52..60) keep the
-spline: the capture the model learned from has none.
+each side of it, which is all a streaming runtime knows. For each of the 52 blendshapes it can
+predict (tools/train_interpolator.py chooses which; the model card says what was shipped):
+
+- a monotone warp of the phase (softmax weights of equal bins, so w(0) = 0, w(1) = 1) at which the
+  base curve is read: it retimes the motion the keys show (a blink that closes late and fast, an
+  ease that starts early) but cannot invent motion in a segment whose keys show none;
+- a lean of the base from the monotone cubic toward the straight line (a convex blend);
+- a residual as a few sine coefficients (zero at both keys), squashed by tanh into (-1, 1) and
+  applied as a fraction of the room left to the channel's bound: ``base + r * (1 - base)`` for
+  r > 0, ``base + r * base`` for r < 0;
+- and segments longer than a set length fade to the straight line.
+
+Both base curves stay in [0, 1] at any phase and every step is a convex blend or a fraction of
+the room to the bound, so every output lies in [0, 1] by construction. Head and eye rotations
+(52..60) keep the spline.
 
 The model runs once per segment on a phase grid (GRID_HZ points per second); each frame then
 reads the grid with a linear blend, so the per-frame cost is a few microseconds.
