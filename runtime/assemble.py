@@ -45,11 +45,12 @@ def backend(cfg: Config, lang: Language):
 def local_backend(cfg: Config, lang: Language):
     """llama.cpp in this process (loads the weights: about a second)."""
     from runtime.generate.llama import LlamaBackend
-    from runtime.generate.models import resolve
+    from runtime.generate.models import adapter, resolve
 
     m = cfg.model
+    lora = adapter(m.name, m.lora_path)
     return LlamaBackend(resolve(m.name), grammar(cfg, lang), n_threads=m.threads,
-                        n_ctx=m.context, max_tokens=m.max_tokens, lora_path=m.lora_path or None,
+                        n_ctx=m.context, max_tokens=m.max_tokens, lora_path=str(lora) if lora else None,
                         n_gpu_layers=m.gpu_layers, language=lang,
                         max_keyframes=cfg.keyframes.max_keyframes, onset=cfg.keyframes.onset)
 

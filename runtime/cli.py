@@ -327,7 +327,7 @@ def _speech(args: argparse.Namespace, req: LineRequest):
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="config.toml (defaults if omitted)")
     p.add_argument("--model", help="model name or .gguf path (overrides config)")
-    p.add_argument("--lora", help="GGUF LoRA adapter path (overrides config; '' for none)")
+    p.add_argument("--lora", help="GGUF LoRA adapter path (overrides config; 'auto' = the shipped one, '' = none)")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress")
 
 

@@ -22,7 +22,7 @@ class ConfigError(ValueError):
 @dataclass
 class ModelConfig:
     name: str = "smollm2-135m"  # a known model name or a path to a .gguf
-    lora_path: str = ""  # GGUF LoRA adapter applied on top; "" for none
+    lora_path: str = "auto"  # GGUF LoRA adapter on top: "auto" = the one shipped for the model, "" = none
     threads: int = 0  # 0 = cores - 1: a core stays free for the frame clock
     context: int = 2048
     max_tokens: int = 96  # per line; bounds a runaway generation

@@ -38,12 +38,12 @@ def load_probe(path: Path = PROBE):
 def main(argv: list[str] | None = None) -> int:
     from runtime import assemble, config
     from runtime.generate.llama import LlamaBackend
-    from runtime.generate.models import resolve
+    from runtime.generate.models import adapter, resolve
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prompts", required=True)
     ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--lora", default="")
+    ap.add_argument("--lora", default="", help="adapter path, 'auto' (the shipped one) or '' (none: few-shot)")
     ap.add_argument("--config")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--plain", action="store_true", help="plain few-shot: no calibration, no clause split")
@@ -73,10 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     examples = None if args.examples < 0 else prompt_mod.EXAMPLES[: args.examples]
     if args.question is not None:  # an experiment: the question after the text costs ~11 tokens a line
         prompt_mod.QUESTION = args.question
+    lora = adapter(args.model, args.lora)
     t0 = time.perf_counter()
     backend = LlamaBackend(resolve(args.model), assemble.grammar(cfg, lang), n_threads=args.threads,
                            n_ctx=cfg.model.context, max_tokens=cfg.model.max_tokens,
-                           lora_path=args.lora or None, language=lang, calibrate=1.0,
+                           lora_path=str(lora) if lora else None, language=lang, calibrate=1.0,
                            split_clauses=not (args.plain or args.no_split), examples=examples,
                            max_keyframes=cfg.keyframes.max_keyframes, consistent=not args.no_consistent,
                            level_floor=0 if args.plain else 4, cue_prior=0.0 if args.no_cues else 2.0,

@@ -90,6 +90,30 @@ def export_gguf(model, out: Path, alpha: float) -> int:
     return pairs
 
 
+def plot_loss(tsv: Path, png: Path, window: int = 25) -> None:
+    """The loss log as a curve (raw steps faint, a moving average on top)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    data = np.loadtxt(tsv, skiprows=1, ndmin=2)
+    steps, loss = data[:, 0], data[:, 1]
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    ax.plot(steps, loss, color="0.8", lw=0.8, label="step")
+    if len(loss) >= window:
+        avg = np.convolve(loss, np.ones(window) / window, mode="valid")
+        ax.plot(steps[window - 1:], avg, color="C0", lw=1.8, label=f"mean of {window}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (answer tokens)")
+    ax.set_title(f"LoRA training: {png.stem}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", required=True, help="train.jsonl from tools/make_corpus.py")
@@ -104,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=0, help="use only the first N (prompt, answer) pairs")
     ap.add_argument("--out", required=True, help="the .gguf adapter to write")
     ap.add_argument("--log", help="loss log (default: OUT.loss.tsv)")
+    ap.add_argument("--plot", help="draw the loss curve to this PNG at the end")
     args = ap.parse_args(argv)
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -160,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         log.write(f"{step}\t{loss.item():.4f}\n")
         log.flush()
     log.close()
+    if args.plot:
+        plot_loss(Path(args.log or str(out) + ".loss.tsv"), Path(args.plot))
     pairs_written = export_gguf(model, out, args.alpha)
 
     from llama_cpp import Llama  # the runtime's llama.cpp must accept the file

@@ -11,8 +11,29 @@ KNOWN = {
 }
 
 
+# The LoRA adapter shipped for a model (tools/train_adapter.py; card beside it), used by
+# ``lora_path = "auto"``. A model without one runs on its few-shot prompt.
+ADAPTERS = {
+    "smollm2-135m": Path(__file__).resolve().parents[2] / "exported_models" / "keyframes-lora-smollm2.gguf",
+}
+
+
 class ModelNotFound(Exception):
     pass
+
+
+def adapter(model: str, lora_path: str) -> Path | None:
+    """``lora_path`` -> the adapter file or None: "auto" is the shipped adapter of ``model`` (none
+    for other models or when the file is missing), "" is none, anything else a path."""
+    if lora_path == "auto":
+        path = ADAPTERS.get(model)
+        return path if path is not None and path.exists() else None
+    if not lora_path:
+        return None
+    path = Path(lora_path).expanduser()
+    if not path.exists():
+        raise ModelNotFound(f"LoRA adapter {lora_path!r} does not exist")
+    return path
 
 
 def resolve(model: str) -> Path:
