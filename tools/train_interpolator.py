@@ -303,7 +303,9 @@ def train(data: Segments, steps: int, batch: int, lr: float, hidden: int, basis:
     net = Net(hidden, basis, context=context, spline_channels=spline_channels, hold=hold, mix=mix,
               motion=motion, warp=warp)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps,
+                                                # >= 2 warm-up steps: OneCycleLR divides by their count
+                                                pct_start=max(0.05, 2.0 / steps))
     gen = torch.Generator().manual_seed(seed)
     bar = progress(steps)
     losses, run = [], 0.0
@@ -338,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--recordings", type=Path, default=ev.DEFAULT_RECORDINGS)
     ap.add_argument("--val", action="append", help="held-out take (file stem); repeatable")
     ap.add_argument("--out", type=Path, default=L.DEFAULT_MODEL)
-    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--steps", type=int, default=3000, help="at least 10")
     ap.add_argument("--batch", type=int, default=128, help="segments per step")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--hidden", type=int, default=64)
@@ -367,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
                          "written to DIR/<take>.onnx; each take scored by the model that never saw "
                          "it, pooled table printed and written to DIR/loo.json (--out untouched)")
     a = ap.parse_args(argv)
+    if a.steps < 10:
+        ap.error("--steps must be at least 10")
     torch.set_num_threads(1)
     if a.loo:
         return leave_one_out(a, list(sys.argv[1:] if argv is None else argv))
