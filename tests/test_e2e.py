@@ -123,8 +123,11 @@ def test_take_is_complete_when_stopped_mid_line(tmp_path, sig):
     import signal
 
     out = tmp_path / "take.csv"
+    # A runner started in the background (`cmd &` in a script) passes SIGINT on as ignored, and
+    # Python then keeps ignoring it; give the child the default disposition, as a terminal would.
     proc = subprocess.Popen([*CLI, "say", "She laughs and laughs, then cries for a long time.", "--sink",
-                             f"csv:{out}"], stderr=subprocess.PIPE, text=True, env=ENV)
+                             f"csv:{out}"], stderr=subprocess.PIPE, text=True, env=ENV,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # wait until frames are being written
         if out.exists() and out.stat().st_size > 20_000:
