@@ -109,6 +109,7 @@ def test_render_writes_a_take_that_reads_back(tmp_path):
     (["say", "   ", "--sink", "livelink://127.0.0.1:11111"], "empty"),
     (["say", "hi"], "no sink"),
     (["keyframes", "hi", "--model", "/nope.gguf"], "neither a known name"),
+    (["keyframes", "hi", "--lora", "/nope.gguf"], "LoRA adapter '/nope.gguf' does not exist"),
 ])
 def test_bad_input_is_one_line_not_a_traceback(args, message):
     run = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=120, env=ENV)
