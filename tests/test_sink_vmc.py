@@ -82,10 +82,29 @@ def test_bundles_fit_1500_bytes_and_carry_everything_in_order():
     assert [p[0] for p in blends] == list(channels.NAMES[:52])  # PascalCase perfect-sync names
     np.testing.assert_allclose([p[1] for p in blends], frame[:52], rtol=0, atol=0)
     assert ("/VMC/Ext/OK", [1]) in msgs
-    assert [p for a, p in msgs if a == "/VMC/Ext/T"] == [[2.5]]
+    assert [p for a, p in msgs if a == "/VMC/Ext/T"] == [[0.0]]  # seconds since the sink's first frame
     (bone,) = [p for a, p in msgs if a == "/VMC/Ext/Bone/Pos"]
     assert bone[0] == "Head"
     np.testing.assert_allclose(bone[4:], head_quaternion(*frame[52:55].tolist()), atol=1e-6)
+
+
+def _vmc_time(datagrams: list[bytes]) -> float:
+    from pythonosc.osc_packet import OscPacket
+
+    (t,) = [m.message.params[0] for d in datagrams for m in OscPacket(d).messages
+            if m.message.address == "/VMC/Ext/T"]
+    return t
+
+
+@pytest.mark.parametrize("day_seconds", [0.0, 41_000.0, 86_000.0])
+def test_time_tells_every_frame_apart_at_any_time_of_day(day_seconds):
+    # the runtime hands sinks the time of day (Live Link timecode); a float32 of ~80,000 s steps by
+    # 8 ms, so sent as is, consecutive 60 fps frames would share or skip /VMC/Ext/T values
+    enc, frame = VmcEncoder(), sample_frame()
+    sent = [_vmc_time(enc.encode(frame, day_seconds + n / 60)) for n in range(600)]
+    assert [round(t * 60) for t in sent] == list(range(600))
+    # the time of day going back (midnight) restarts the count instead of sending negative times
+    assert _vmc_time(enc.encode(frame, day_seconds - 1.0)) == 0.0
 
 
 def test_encoder_rejects_a_wrong_frame():

@@ -70,12 +70,18 @@ class VmcEncoder:
         self.packets: list[Packet] = bundles(frame_messages(head), limit)
         self.values = np.zeros(_SLOTS, dtype=np.float32)
         self.values[_POS] = head_position
+        self.t0: float | None = None
 
     def encode(self, frame: np.ndarray, t: float) -> list[bytes]:
         if frame.shape != (channels.COUNT,):
             raise ValueError(f"expected {channels.COUNT} values, got shape {frame.shape}")
         v = self.values
-        v[_T] = t
+        # /VMC/Ext/T is a float32 (senders use Unity's Time.time, seconds since start): the caller's
+        # time of day (~86,400 s) would leave it 8 ms steps, coarser than half a frame, so send the
+        # seconds since this encoder's first frame (restarting if the time goes back, e.g. at midnight)
+        if self.t0 is None or t < self.t0:
+            self.t0 = t
+        v[_T] = t - self.t0
         yaw, pitch, roll = frame[channels.HEAD].tolist()
         v[_QUAT] = head_quaternion(yaw, pitch, roll)
         v[_SHAPES] = frame[:channels.SHAPES]
