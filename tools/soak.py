@@ -62,63 +62,116 @@ def free_port(kind=socket.SOCK_DGRAM) -> int:
 
 
 # -- the client process ---------------------------------------------------------------------------
-class UdpReceiver(threading.Thread):
-    """Records (arrival, frame number) of Live Link packets or VMC frames (from /VMC/Ext/T)."""
+VMC_T = b"/VMC/Ext/T\x00\x00,f\x00\x00"
+RCVBUF = 8 << 20
 
-    VMC_T = b"/VMC/Ext/T\x00\x00,f\x00\x00"
+
+def kernel_drops(port: int) -> int:
+    """Datagrams the kernel dropped for the UDP socket bound to 127.0.0.1:port (Linux's
+    /proc/net/udp "drops" column; 0 where that is unavailable)."""
+    want = f"0100007F:{port:04X}"
+    try:
+        with open("/proc/net/udp") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) > 12 and fields[1] == want:
+                    return int(fields[-1])
+    except OSError:
+        pass
+    return 0
+
+
+def udp_frame(kind: str, data: bytes) -> int | None:
+    """The frame number a Live Link packet or a VMC frame's first bundle (/VMC/Ext/T) carries."""
+    if kind == "livelink":
+        n = int.from_bytes(data[1:5], "big")
+        m = int.from_bytes(data[5 + n:9 + n], "big")
+        return struct.unpack_from(">i", data, 9 + n + m)[0]
+    at = data.find(VMC_T)
+    if at < 0:
+        return None  # the frame's second bundle
+    (t,) = struct.unpack_from(">f", data, at + len(VMC_T))
+    return round(t * FPS)
+
+
+class UdpPort:
+    """One receiving socket: (arrival, frame number) of each frame, and what the kernel dropped
+    because this process read too slowly (its buffer overflowed), so a slow measuring process is
+    never mistaken for a server that lost frames."""
 
     def __init__(self, port: int, kind: str) -> None:
-        super().__init__(daemon=True)
         self.port, self.kind = port, kind
         self.arrivals: list[float] = []
         self.frames: list[int] = []
         self.errors: Counter = Counter()
-        self.stop = threading.Event()
-        self.down = threading.Event()  # set: socket closed (a killed receiver)
+        self.overflow = 0  # datagrams dropped by the kernel, summed over the socket's lives
         self.sock: socket.socket | None = None
 
-    def _open(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        self.sock.bind(("127.0.0.1", self.port))
-        self.sock.settimeout(0.1)
+    def open(self) -> socket.socket:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+        if s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) < RCVBUF and hasattr(socket, "SO_RCVBUFFORCE"):
+            try:  # past net.core.rmem_max: allowed as root (CAP_NET_ADMIN), as CI runs
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUFFORCE, RCVBUF)
+            except OSError:
+                pass
+        s.setblocking(False)
+        s.bind(("127.0.0.1", self.port))
+        self.sock = s
+        return s
 
-    def run(self) -> None:
-        self._open()
-        while not self.stop.is_set():
-            if self.down.is_set():
-                if self.sock is not None:
-                    self.sock.close()
-                    self.sock = None
-                time.sleep(0.01)
-                continue
-            if self.sock is None:
-                self._open()
+    def close(self) -> None:
+        if self.sock is not None:
+            self.overflow += kernel_drops(self.port)
+            self.sock.close()
+            self.sock = None
+
+    def read(self, now: float) -> None:
+        """Every datagram waiting on the socket."""
+        while self.sock is not None:
             try:
                 data = self.sock.recv(4096)
-            except (TimeoutError, OSError):
-                continue
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                self.errors[type(e).__name__] += 1
+                return
             try:
-                frame = self._frame(data)
+                frame = udp_frame(self.kind, data)
             except Exception as e:  # a datagram we cannot read is counted, never the end of the receiver
                 self.errors[type(e).__name__] += 1
                 continue
             if frame is not None:
-                self.arrivals.append(time.perf_counter())
+                self.arrivals.append(now)
                 self.frames.append(frame)
-        if self.sock is not None:
-            self.sock.close()
 
-    def _frame(self, data: bytes) -> int | None:
-        if self.kind == "livelink":
-            n = int.from_bytes(data[1:5], "big")
-            m = int.from_bytes(data[5 + n:9 + n], "big")
-            return struct.unpack_from(">i", data, 9 + n + m)[0]
-        at = data.find(self.VMC_T)
-        if at < 0:
-            return None  # the frame's second bundle
-        (t,) = struct.unpack_from(">f", data, at + len(self.VMC_T))
-        return round(t * FPS)
+
+def receiver_process(ports: dict, down, stop, conn) -> None:
+    """The UDP receivers, alone in a process with one thread: nothing else competes for the
+    interpreter while datagrams arrive. ``down`` set: Bob's Live Link receiver is killed."""
+    import selectors
+
+    rx = {k: UdpPort(ports[k], k.split("_")[1]) for k in ("alice_livelink", "alice_vmc", "bob_livelink",
+                                                             "bob_vmc")}
+    sel = selectors.DefaultSelector()
+    for r in rx.values():
+        sel.register(r.open(), selectors.EVENT_READ, r)
+    restart = rx["bob_livelink"]
+    conn.send("ready")
+    while not stop.is_set():
+        if down.is_set() and restart.sock is not None:
+            sel.unregister(restart.sock)
+            restart.close()
+        elif not down.is_set() and restart.sock is None:
+            sel.register(restart.open(), selectors.EVENT_READ, restart)
+        for key, _ in sel.select(0.05):
+            key.data.read(time.perf_counter())
+    for r in rx.values():
+        r.read(time.perf_counter())
+        r.close()
+    conn.send({"udp": {k: (r.arrivals, r.frames) for k, r in rx.items()},
+               "overflow": {k: r.overflow for k, r in rx.items()},
+               "counts": {f"receiver_error:{k}:{e}": n for k, r in rx.items() for e, n in r.errors.items()}})
 
 
 class WsReader(threading.Thread):
@@ -178,13 +231,13 @@ def _control_client(url: str, stop: threading.Event, counts: Counter, name: str,
             time.sleep(0.5)
 
 
-def _client_fault(kind: str, url: str, rx: dict, counts: Counter) -> None:
+def _client_fault(kind: str, url: str, down, counts: Counter) -> None:
     from websockets.sync.client import connect
 
     if kind == "receiver_restart":
-        rx["bob_livelink"].down.set()
+        down.set()
         time.sleep(3.0)
-        rx["bob_livelink"].down.clear()
+        down.clear()
     elif kind == "stalled_client":
         with connect(url, open_timeout=5) as ws:
             ws.send(json.dumps({"type": "subscribe", "frames": "binary", "avatar": "*"}))
@@ -218,13 +271,9 @@ def _client_fault(kind: str, url: str, rx: dict, counts: Counter) -> None:
             ws.send(json.dumps({"type": "interrupt", "avatar": "alice"}))  # clear what was accepted
 
 
-def client_process(ports: dict, schedule: list[tuple[float, str]], duration: float, conn) -> None:
-    rx = {"alice_livelink": UdpReceiver(ports["alice_livelink"], "livelink"),
-          "alice_vmc": UdpReceiver(ports["alice_vmc"], "vmc"),
-          "bob_livelink": UdpReceiver(ports["bob_livelink"], "livelink"),
-          "bob_vmc": UdpReceiver(ports["bob_vmc"], "vmc")}
+def client_process(ports: dict, schedule: list[tuple[float, str]], duration: float, down, conn) -> None:
     ws = {"alice_ws": WsReader(ports["alice_ws"]), "bob_ws": WsReader(ports["bob_ws"])}
-    for r in [*rx.values(), *ws.values()]:
+    for r in ws.values():
         r.start()
     conn.send("ready")
     conn.recv()  # server is up
@@ -242,22 +291,18 @@ def client_process(ports: dict, schedule: list[tuple[float, str]], duration: flo
         if kind in ("model_raise", "model_hang"):
             continue  # the server process injects these
         try:
-            _client_fault(kind, url, rx, counts)
+            _client_fault(kind, url, down, counts)
         except Exception as e:
             counts[f"fault_error:{kind}:{type(e).__name__}"] += 1
     while time.monotonic() - t0 < duration:
         time.sleep(0.05)
     stop.set()
     time.sleep(0.5)
-    for r in [*rx.values(), *ws.values()]:
+    for r in ws.values():
         r.stop.set()
-    for r in [*rx.values(), *ws.values()]:
+    for r in ws.values():
         r.join(2)
-    for k, r in rx.items():
-        for err, n in r.errors.items():
-            counts[f"receiver_error:{k}:{err}"] += n
-    conn.send({"udp": {k: (r.arrivals, r.frames) for k, r in rx.items()},
-               "ws": {k: r.frames for k, r in ws.items()}, "counts": dict(counts)})
+    conn.send({"ws": {k: r.frames for k, r in ws.items()}, "counts": dict(counts)})
 
 
 # -- the server process -----------------------------------------------------------------------------
@@ -289,7 +334,7 @@ class LogCounter(logging.Handler):
         self.counts[f"log:{record.levelname.lower()}:{record.name}"] += 1
 
 
-def analyse(udp: dict, ws: dict, duration: float) -> dict:
+def analyse(udp: dict, ws: dict, duration: float, overflow: dict | None = None) -> dict:
     """Frames lost to healthy receivers, clock skips and drift, from what the receivers got.
 
     Live Link and VMC carry timecode frame numbers, the WebSocket sink the clock's own sequence:
@@ -297,11 +342,14 @@ def analyse(udp: dict, ws: dict, duration: float) -> dict:
     where it skipped a deadline, and a skip shows in every receiver of the avatar; so the gaps all
     its receivers share are the clock's, the rest are the receiver's losses, and a receiver whose
     range is shorter than its avatar's longest (beyond a second at each end for connecting and
-    closing) lost those frames too.
+    closing) lost those frames too. Frames the receiving process itself let the kernel drop (its
+    socket's buffer overflowed: ``overflow`` datagrams per receiver) are the measurement's loss,
+    not the server's: counted as ``frames_dropped_by_receiver``, never hidden.
     """
     healthy = {"alice": ["alice_livelink", "alice_vmc", "alice_ws"], "bob": ["bob_vmc", "bob_ws"]}
     sets = {k: set(v[1]) for k, v in udp.items()} | {k: set(v) for k, v in ws.items()}
-    lost, missed, per_sink = 0, 0, {}
+    overflow = overflow or {}
+    lost, dropped, missed, per_sink = 0, 0, 0, {}
     for names in healthy.values():
         span = {n: (max(sets[n]) - min(sets[n]) + 1) if sets[n] else 0 for n in names}
         gaps = {n: span[n] - len(sets[n]) for n in names}
@@ -311,9 +359,11 @@ def analyse(udp: dict, ws: dict, duration: float) -> dict:
         for n in names:
             short = max(0, longest - span[n] - int(2 * FPS))
             miss = gaps[n] - clock_gaps + short
+            own = min(miss, overflow.get(n, 0))  # at most one frame per datagram the receiver dropped
             per_sink[n] = {"frames": len(sets[n]), "gaps": gaps[n], "short_by": max(0, longest - span[n]),
-                           "lost": miss}
-            lost += miss
+                           "lost": miss - own, "receiver_overflow": overflow.get(n, 0)}
+            lost += miss - own
+            dropped += own
     arr, frames = (np.array(x) for x in udp["alice_livelink"])
     dev = np.abs(np.diff(arr) * 1000 - 1000 / FPS)
     # drift: how far the frame clock moved against wall time, from the arrival residuals of the
@@ -322,6 +372,7 @@ def analyse(udp: dict, ws: dict, duration: float) -> dict:
     edge = min(int(60 * FPS), len(resid) // 4)
     drift = (np.median(resid[-edge:]) - np.median(resid[:edge])) * FPS
     return {"frames_expected": int(duration * FPS), "frames_lost_healthy": int(lost),
+            "frames_dropped_by_receiver": int(dropped),
             "missed_deadlines": int(missed), "p99_dev_ms": float(np.percentile(dev, 99)),
             "p50_dev_ms": float(np.percentile(dev, 50)), "drift_frames": float(drift),
             "per_sink": per_sink, "restarted_receiver_frames": len(sets["bob_livelink"])}
@@ -354,9 +405,15 @@ def main(argv: list[str] | None = None) -> int:
     schedule = [(at, FAULTS[i % len(FAULTS)])
                 for i, at in enumerate(np.arange(args.fault_every / 2, args.duration - 12, args.fault_every))]
 
-    parent, child = mp.Pipe()
-    proc = mp.get_context("spawn").Process(target=client_process, args=(ports, schedule, args.duration, child),
-                                           daemon=True)
+    # receivers and clients in two processes of their own, started before the server
+    ctx = mp.get_context("spawn")
+    down, stop_rx = ctx.Event(), ctx.Event()
+    rx_parent, rx_child = ctx.Pipe()
+    rx_proc = ctx.Process(target=receiver_process, args=(ports, down, stop_rx, rx_child), daemon=True)
+    rx_proc.start()
+    rx_parent.recv()
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=client_process, args=(ports, schedule, args.duration, down, child), daemon=True)
     proc.start()
     parent.recv()
     lang = assemble.language(cfg)
@@ -387,22 +444,27 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(0.1)
     rss_end = rss_mb()  # before the receivers' report arrives: its arrays are not the server's memory
     report = parent.recv()
+    time.sleep(0.2)  # the last datagrams land
+    stop_rx.set()
+    udp = rx_parent.recv()
     sys.stderr.write("\n")
     clock_stats = server.clock.stats.summary() if server.clock else {}
     server.close()
     if hasattr(backend.inner, "close"):
         backend.inner.close()
     proc.join(5)
+    rx_proc.join(5)
 
-    result = analyse(report["udp"], report["ws"], args.duration)
+    result = analyse(udp["udp"], report["ws"], args.duration, udp["overflow"])
     result["missed_deadlines"] = max(result["missed_deadlines"], clock_stats.get("missed", 0) - missed_start)
     result |= {"rss_start_mb": rss_start, "rss_end_mb": rss_end, "faults_injected": dict(injected),
-               "errors": dict(Counter(report["counts"]) + counter.counts),
+               "errors": dict(Counter(report["counts"]) + Counter(udp["counts"]) + counter.counts),
                "clock": clock_stats, "duration_s": args.duration}
     ok = (result["frames_lost_healthy"] == 0 and abs(result["drift_frames"]) <= 1.0
           and rss_end <= 1.10 * rss_start)
     result["ok"] = ok
-    for k in ("frames_expected", "frames_lost_healthy", "missed_deadlines", "p99_dev_ms", "drift_frames",
+    for k in ("frames_expected", "frames_lost_healthy", "frames_dropped_by_receiver", "missed_deadlines",
+              "p99_dev_ms", "drift_frames",
               "rss_start_mb", "rss_end_mb"):
         print(f"{k:>22}: {result[k]:.3f}" if isinstance(result[k], float) else f"{k:>22}: {result[k]}")
     print(f"{'faults_injected':>22}: {dict(injected)}")
