@@ -184,6 +184,44 @@ def test_onnx_export_matches_torch(tmp_path, options, members):
     assert np.abs(want - net(f, torch.zeros(1)).detach().numpy()).max() > 1e-2  # phases matter
 
 
+def test_play_fade_shrinks_toward_the_line_as_exported(tmp_path):
+    """--play-fade: the exported graph scales the learned deviation from the straight line by
+    (TO - h) / (TO - FROM), clipped to [0, 1]; training (Net.shape) never sees it."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    import onnxruntime as ort
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    import train_interpolator as T
+
+    torch.manual_seed(5)
+    nets = [T.Net(hidden=16, basis=0, context=4, mix=True, warp=8, hold=(1.0, 2.0)) for _ in range(2)]
+    with torch.no_grad():
+        for n in nets:
+            n.head.weight.normal_(0, 2.0)
+    f = torch.rand(6, L.FEATURES)
+    h = torch.tensor([0.1, 0.5, 1.0, 1.5, 2.0, 3.0])
+    f[:, L.BLOCKS * L.C] = torch.log(h)
+    p = torch.linspace(0, 1, 13)
+    ens = T.Ensemble(nets).eval()
+    with torch.no_grad():
+        full = ens(f, p)
+        for n in nets:
+            n.play = (0.0, 2.0)
+        shrunk = ens(f, p)
+    y0, y1 = f[:, None, :L.C], f[:, None, L.C:2 * L.C]
+    line = (y0 + p[None, :, None] * (y1 - y0)).clamp(0, 1)
+    g = (1 - h / 2).clamp(0, 1)[:, None, None]
+    torch.testing.assert_close(shrunk, line + g * (full - line), atol=1e-6, rtol=0)
+    assert (full[:2] - shrunk[:2]).abs().max() > 1e-3  # it does something in short segments
+    path = tmp_path / "m.onnx"
+    T.export(ens, path)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"features": f.numpy(), "phase": p.numpy()})[0]
+    np.testing.assert_allclose(got, shrunk.numpy(), atol=1e-5)
+    assert got.min() >= 0.0 and got.max() <= 1.0
+
+
 @pytest.mark.parametrize("options", NET_OPTIONS[1:])
 def test_warp_and_lean_stay_in_range_and_invent_nothing(options):
     torch = pytest.importorskip("torch")

@@ -11,7 +11,8 @@ predict (tools/train_interpolator.py chooses which; the model card says what was
 - a residual as a few sine coefficients (zero at both keys), squashed by tanh into (-1, 1) and
   applied as a fraction of the room left to the channel's bound: ``base + r * (1 - base)`` for
   r > 0, ``base + r * base`` for r < 0;
-- and segments longer than a set length fade to the straight line.
+- and segments longer than a set length fade to the straight line; as exported, the learned
+  deviation from that line may also shrink with the segment's length (the model card says how).
 
 Both base curves stay in [0, 1] at any phase and every step is a convex blend or a fraction of
 the room to the bound, so every output lies in [0, 1] by construction. Head and eye rotations
