@@ -3,8 +3,10 @@
 
     tools/soak.py [--duration 3600] [--fault-every 20] [--json]
 
-The server (real default model, real frame clock, real sinks) runs in this process; receivers and
-control clients run in a second process, so what they measure is what left the server. Each avatar
+The server (real default model, real frame clock, real sinks) runs in this process; the UDP
+receivers run alone in a second process and the WebSocket readers and control clients in a third,
+so what they measure is what left the server. Datagrams the kernel drops because the receiving
+process read too slowly are reported apart (``frames_dropped_by_receiver``). Each avatar
 streams to Live Link (UDP), VMC (UDP) and a WebSocket sink; control clients send lines all the
 time over ``/ws``. On a schedule, one fault at a time:
 
@@ -61,7 +63,7 @@ def free_port(kind=socket.SOCK_DGRAM) -> int:
         return s.getsockname()[1]
 
 
-# -- the client process ---------------------------------------------------------------------------
+# -- the receiver process -------------------------------------------------------------------------
 VMC_T = b"/VMC/Ext/T\x00\x00,f\x00\x00"
 RCVBUF = 8 << 20
 
@@ -178,6 +180,7 @@ def receiver_process(ports: dict, down, stop, conn) -> None:
                "counts": {f"receiver_error:{k}:{e}": n for k, r in rx.items() for e, n in r.errors.items()}})
 
 
+# -- the client process ---------------------------------------------------------------------------
 class WsReader(threading.Thread):
     """A WebSocket sink's client: records seq numbers of binary frames."""
 
