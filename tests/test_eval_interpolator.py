@@ -112,3 +112,31 @@ def test_plot(tmp_path, capsys):
 def test_no_takes_is_a_clear_error(tmp_path, capsys):
     assert ev.main(["--recordings", str(tmp_path)]) == 2
     assert "no CSV takes" in capsys.readouterr().err
+
+
+def test_speed_plays_the_take_faster_or_slower(tmp_path, capsys):
+    t, v = corners(10.0, fps=60.0)
+    write_take(tmp_path / "a.csv", v.astype(np.float32), fps=60.0)
+    common = ["--recordings", str(tmp_path), "--model", str(tmp_path / "none.onnx")]
+    slow = run_json(capsys, *common, "--speed", "0.5")  # a corner every 1 s: every key rule hits them
+    assert slow["frames"] == len(t)
+    assert slow["rmse"]["linear"] < 1e-6 and slow["rmse_uniform"]["linear"] < 1e-6
+    fast = run_json(capsys, *common, "--speed", "2")  # a corner every 0.25 s: keys every 0.5 s miss half
+    assert fast["rmse_uniform"]["linear"] > 1e-2
+    with pytest.raises(SystemExit):
+        ev.main([*common, "--speed", "0"])
+
+
+def test_loo_models_score_each_take_with_its_own(tmp_path, capsys):
+    for name in ("a", "b"):
+        write_take(tmp_path / f"{name}.csv", corners(4.0, fps=60.0)[1].astype(np.float32), fps=60.0)
+    models = tmp_path / "loo"
+    models.mkdir()
+    (models / "a.onnx").write_bytes(b"broken")  # falls back to the spline, loudly
+    common = ["--recordings", str(tmp_path), "--loo-models", str(models)]
+    assert ev.main(common) == 2
+    assert "no model for ['b']" in capsys.readouterr().err
+    (models / "b.onnx").write_bytes(b"broken")
+    out = run_json(capsys, *common)
+    assert out["takes"] == 2
+    assert out["rmse"]["learned"] == pytest.approx(out["rmse"]["monotone_cubic"], rel=1e-6)

@@ -216,11 +216,15 @@ def score_run(run: Run, live: np.ndarray, learned: LearnedInterpolator | None,
 
 
 def evaluate(paths: list[Path], learned: LearnedInterpolator | None,
-             progress: bool = True) -> list[TakeScore]:
+             progress: bool = True, speed: float = 1.0) -> list[TakeScore]:
+    """Score every take; ``speed`` > 1 plays the capture that much faster (a quicker face)."""
     scores = []
     for p in paths:
         try:
             runs = runs_of(p)
+            if speed != 1.0:
+                runs = [Run(r.take, r.times[0] + (r.times - r.times[0]) / speed, r.values)
+                        for r in runs]
         except (TakeError, OSError) as e:
             log.warning("skipping %s: %s", p, e)
             continue
@@ -362,6 +366,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plot-take", help="take to plot (default: the first)")
     ap.add_argument("--window", type=float, nargs=2, default=(10.0, 8.0), metavar=("START", "SECONDS"),
                     help="plotted stretch of the take's longest run")
+    ap.add_argument("--loo-models", type=Path, metavar="DIR",
+                    help="score each take TAKE with DIR/TAKE.onnx instead of --model (the models "
+                         "of a `train_interpolator.py --loo DIR` run)")
+    ap.add_argument("--speed", type=float, default=1.0,
+                    help="play every take this much faster (0.8: slower) before choosing keys: "
+                         "how the methods fare on a quicker or slower face than the capture's")
     ap.add_argument("--bench", action="store_true",
                     help="also time streaming playback (us/frame at 60 fps) per method")
     a = ap.parse_args(argv)
@@ -371,10 +381,21 @@ def main(argv: list[str] | None = None) -> int:
     if not paths:
         print(f"no CSV takes found in {a.recordings}", file=sys.stderr)
         return 2
-    learned = LearnedInterpolator(a.model)
-    if learned.session is None:
-        print("note: 'learned' below is the spline fallback (no usable model)", file=sys.stderr)
-    scores = evaluate(paths, learned)
+    if a.speed <= 0:
+        ap.error("--speed must be positive")
+    if a.loo_models:  # each take scored by the model that never saw it (train_interpolator --loo)
+        missing = [p.stem for p in paths if not (a.loo_models / f"{p.stem}.onnx").is_file()]
+        if missing:
+            print(f"no model for {missing} in {a.loo_models}", file=sys.stderr)
+            return 2
+        scores = [s for p in paths for s in evaluate(
+            [p], LearnedInterpolator(a.loo_models / f"{p.stem}.onnx"), speed=a.speed)]
+        learned = None
+    else:
+        learned = LearnedInterpolator(a.model)
+        if learned.session is None:
+            print("note: 'learned' below is the spline fallback (no usable model)", file=sys.stderr)
+        scores = evaluate(paths, learned, speed=a.speed)
     if not scores:
         print("no readable takes", file=sys.stderr)
         return 2
@@ -384,10 +405,11 @@ def main(argv: list[str] | None = None) -> int:
         if not pick:
             print(f"no take named {a.plot_take!r}", file=sys.stderr)
             return 2
-        plot(pick[0], a.plot, a.channel, a.window[0], a.window[1], learned)
+        model = LearnedInterpolator(a.loo_models / f"{pick[0].stem}.onnx") if a.loo_models else learned
+        plot(pick[0], a.plot, a.channel, a.window[0], a.window[1], model)
     if a.bench:
         runs = [r for p in paths for r in runs_of(p)]
-        us = bench(runs, learned)
+        us = bench(runs, learned or LearnedInterpolator(a.model))
         print("\nstreaming cost, us/frame at 60 fps (best of 3): "
               + ", ".join(f"{k} {v:.1f}" for k, v in us.items()))
     if a.json:
