@@ -140,3 +140,18 @@ def test_loo_models_score_each_take_with_its_own(tmp_path, capsys):
     out = run_json(capsys, *common)
     assert out["takes"] == 2
     assert out["rmse"]["learned"] == pytest.approx(out["rmse"]["monotone_cubic"], rel=1e-6)
+
+
+def test_error_by_segment_length(tmp_path, capsys):
+    t = np.arange(0, 601) / 60.0
+    v = np.clip(0.5 + np.cumsum(RNG.normal(0, 0.01, (len(t), 61)), axis=0), 0, 1)
+    write_take(tmp_path / "a.csv", v.astype(np.float32), fps=60.0)
+    spline = ev.LearnedInterpolator(tmp_path / "none.onnx")  # falls back to the spline
+    scores = ev.evaluate(ev.find_takes(tmp_path), spline, progress=False)
+    tot = ev.pooled(scores)
+    for (rule, method), binned in scores[0].by_length.items():  # the bins add up to the total
+        assert binned.sum() == pytest.approx(tot[(rule, method)].sq, rel=1e-9)
+    assert scores[0].by_length[("uniform", "linear")][2] > 0  # 0.5 s segments: the 0.5-1 s bin
+    assert scores[0].by_length[("uniform", "linear")][[0, 1, 3, 4]].sum() == 0
+    assert ev.main(["--recordings", str(tmp_path), "--by-length", "--model", str(tmp_path / "x")]) == 0
+    assert "squared error by segment length" in capsys.readouterr().out

@@ -194,6 +194,11 @@ class TakeScore:
     seconds: float = 0.0
     keys: dict[str, int] = field(default_factory=dict)
     sums: dict[tuple[str, str], Sums] = field(default_factory=dict)
+    # squared error summed by the length of the segment a frame lies in: (rule, method) -> [bins]
+    by_length: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+
+
+LENGTH_BINS = (0.25, 0.5, 1.0, 2.0)  # segment-length bin edges, seconds (and one bin past the last)
 
 
 def score_run(run: Run, live: np.ndarray, learned: LearnedInterpolator | None,
@@ -205,9 +210,13 @@ def score_run(run: Run, live: np.ndarray, learned: LearnedInterpolator | None,
         score.keys[rule] = score.keys.get(rule, 0) + len(k)
         free = np.ones(len(t), dtype=bool)
         free[k] = False
+        j = np.clip(np.searchsorted(k, np.flatnonzero(free)) - 1, 0, len(k) - 2)
+        length_bin = np.searchsorted(LENGTH_BINS, t[k[j + 1]] - t[k[j]], side="right")
         for method in METHODS:
             y = reconstruct(method, t[k], v[k], t, learned)
             err = (y - v)[free][:, live]
+            binned = score.by_length.setdefault((rule, method), np.zeros(len(LENGTH_BINS) + 1))
+            binned += np.bincount(length_bin, (err ** 2).sum(axis=1), len(LENGTH_BINS) + 1)
             verr = (np.gradient(y, t, axis=0) - true_vel)[free][:, live]
             yl = y[free][:, live]
             out = (yl < channels.LOW[live] - 1e-6) | (yl > channels.HIGH[live] + 1e-6)
@@ -294,6 +303,24 @@ def table(scores: list[TakeScore]) -> str:
     return "\n".join(lines)
 
 
+def length_table(scores: list[TakeScore]) -> str:
+    """Markdown: where the squared error lies by segment length, as shares of the best spline's
+    total (pooled over takes): which segments a method gains or loses on."""
+    names = [f"< {LENGTH_BINS[0]} s"] + [f"{a}-{b} s" for a, b in zip(LENGTH_BINS, LENGTH_BINS[1:])]
+    names.append(f">= {LENGTH_BINS[-1]} s")
+    tot = pooled(scores)
+    lines = []
+    for rule in RULES:
+        best = min(SPLINES, key=lambda m: tot[(rule, m)].rmse)
+        sums = {m: sum(s.by_length[(rule, m)] for s in scores) for m in METHODS}
+        norm = sums[best].sum() or 1.0  # an exact best spline: plain sums
+        lines += [f"\n{rule} keys: squared error by segment length, share of {best}'s total\n",
+                  "| segment | " + " | ".join(METHODS) + " |", "|---" * (len(METHODS) + 1) + "|"]
+        lines += [f"| {n} | " + " | ".join(f"{sums[m][i] / norm:.3f}" for m in METHODS) + " |"
+                  for i, n in enumerate(names)]
+    return "\n".join(lines)
+
+
 # cost -------------------------------------------------------------------------------------------
 def bench(runs: list[Run], learned: LearnedInterpolator, fps: float = 60.0, repeat: int = 3) -> dict:
     """Microseconds per frame playing salient keys through the streaming Track at ``fps``:
@@ -369,6 +396,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--loo-models", type=Path, metavar="DIR",
                     help="score each take TAKE with DIR/TAKE.onnx instead of --model (the models "
                          "of a `train_interpolator.py --loo DIR` run)")
+    ap.add_argument("--by-length", action="store_true",
+                    help="also show where the error lies by segment length")
     ap.add_argument("--speed", type=float, default=1.0,
                     help="play every take this much faster (0.8: slower) before choosing keys: "
                          "how the methods fare on a quicker or slower face than the capture's")
@@ -400,6 +429,8 @@ def main(argv: list[str] | None = None) -> int:
         print("no readable takes", file=sys.stderr)
         return 2
     print(table(scores))
+    if a.by_length:
+        print(length_table(scores))
     if a.plot:
         pick = [p for p in paths if p.stem == a.plot_take] if a.plot_take else paths[:1]
         if not pick:
