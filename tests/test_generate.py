@@ -176,3 +176,25 @@ def test_cancel_stops_mid_line(local, language):
         got.append(kf)
         cancel.set()
     assert len(got) == 1
+
+
+def test_amx_cpus_loadweights_in_plain_cpu_buffers(tmp_path):
+    """llama.cpp's AMX weight buffers crash batched evaluation (ggml-org/llama.cpp#20824): on an
+    AMX CPU the model loads with use_extra_bufts off, only for the load, and elsewhere as is."""
+    import llama_cpp
+
+    from runtime.generate import llama as G
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f amx_bf16 amx_tile amx_int8\n")
+    assert G.cpu_has_amx(str(info))
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n")
+    assert not G.cpu_has_amx(str(info))
+    assert not G.cpu_has_amx(str(tmp_path / "missing"))
+    lib = llama_cpp.llama_cpp
+    assert lib.llama_model_default_params().use_extra_bufts
+    with G.weights_in_plain_cpu_buffers(llama_cpp, True):
+        assert not lib.llama_model_default_params().use_extra_bufts
+    assert lib.llama_model_default_params().use_extra_bufts
+    with G.weights_in_plain_cpu_buffers(llama_cpp, False):
+        assert lib.llama_model_default_params().use_extra_bufts

@@ -62,7 +62,8 @@ def server(tmp_path_factory):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     log = open(tmp_path_factory.mktemp("server") / "server.log", "w+b")  # a file: a full pipe would block it
-    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(resolve("smollm2-135m")),
+    server = os.path.join(os.path.dirname(__file__), "llama_server.py")  # AMX-safe, else the plain server
+    proc = subprocess.Popen([sys.executable, server, "--model", str(resolve("smollm2-135m")),
                              "--host", "127.0.0.1", "--port", str(port), "--n_threads", "1", "--n_ctx", "2048",
                              "--verbose", "False"],
                             stdout=subprocess.DEVNULL, stderr=log, env={**os.environ})

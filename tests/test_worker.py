@@ -51,3 +51,18 @@ def test_cancel_stops_the_line_and_the_next_starts_clean(proc_backend, language)
     assert len(rest) <= 2
     keys = list(stream_keyframes(proc_backend, KeyframeParser(language), LineRequest("He is furious.")))
     assert keys and keys[0].t < 1.0
+
+
+def test_a_model_process_that_dies_while_loading_is_a_clear_error(config, monkeypatch):
+    """A crash in native code while loading (a segfault in llama.cpp, say) sends no message: the
+    parent says so, with the exit code, instead of an EOFError from the pipe."""
+    import multiprocessing as mp
+
+    from runtime import assemble
+    from runtime.generate import worker
+
+    fork = mp.get_context("fork")  # the child inherits the patched loader below
+    monkeypatch.setattr(worker.mp, "get_context", lambda kind: fork)
+    monkeypatch.setattr(assemble, "local_backend", lambda cfg, lang: os._exit(7))
+    with pytest.raises(GenerationError, match=r"died while loading the model \(exit code 7\)"):
+        worker.ProcessBackend(config)

@@ -25,6 +25,7 @@ times continuing across clauses.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import json
@@ -175,6 +176,43 @@ class _Grammar:
             self.smpl = None
 
 
+def cpu_has_amx(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Intel AMX (Sapphire Rapids and later Xeons): llama.cpp then puts weights in its AMX buffers."""
+    try:
+        with open(cpuinfo) as f:
+            return any(line.startswith("flags") and " amx_int8" in line for line in f)
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def weights_in_plain_cpu_buffers(llama_cpp, on: bool):
+    """While a model loads, ask llama.cpp for no extra (repacked) weight buffers.
+
+    On CPUs with AMX, llama.cpp (as of llama-cpp-python 0.3.36) crashes in its AMX matrix multiply
+    on any batch of more than one token (ggml-org/llama.cpp#20824): the prompt's first
+    evaluation segfaults. Plain CPU buffers run everywhere. ``Llama()`` has no argument for
+    ``use_extra_bufts``, so its default model parameters are wrapped for the duration of the load.
+    """
+    lib = getattr(llama_cpp, "llama_cpp", None)  # the module llama.py takes its defaults from
+    if not on or lib is None or "use_extra_bufts" not in dict(lib.llama_model_params._fields_):
+        yield
+        return
+    log.info("CPU has AMX: loading the model without llama.cpp's extra weight buffers")
+    default = lib.llama_model_default_params
+
+    def params():
+        p = default()
+        p.use_extra_bufts = False
+        return p
+
+    lib.llama_model_default_params = params
+    try:
+        yield
+    finally:
+        lib.llama_model_default_params = default
+
+
 class LlamaBackend:
     """One loaded model. ``stream`` is not re-entrant: one line at a time per backend (a lock)."""
 
@@ -193,9 +231,10 @@ class LlamaBackend:
         t0 = time.perf_counter()
         threads = n_threads or default_threads()
         self.lib = llama_cpp
-        self.llm = Llama(model_path=str(model_path), n_ctx=n_ctx, n_threads=threads,
-                         n_threads_batch=threads, n_gpu_layers=n_gpu_layers, lora_path=lora_path,
-                         verbose=False, seed=0)
+        with weights_in_plain_cpu_buffers(llama_cpp, cpu_has_amx()):
+            self.llm = Llama(model_path=str(model_path), n_ctx=n_ctx, n_threads=threads,
+                             n_threads_batch=threads, n_gpu_layers=n_gpu_layers,
+                             lora_path=lora_path, verbose=False, seed=0)
         self.vocab = self.llm._model.vocab
         self.n_vocab = self.llm.n_vocab()
         self.grammar_text = grammar

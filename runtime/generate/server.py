@@ -10,6 +10,10 @@ The wire format is two pure functions (:func:`completion_request`, :class:`SSEDe
 ``http.client`` transport around them: no dependency beyond the standard library.
 
 A model is named by URL: ``http://host:8080`` (ChatML prompt) or ``http://host:8080#gemma``.
+
+On a CPU with Intel AMX, start ``llama-server`` with ``--no-repack``, or llama-cpp-python's server
+as ``tests/llama_server.py`` does: llama.cpp's AMX weight buffers crash on the prompt's first
+batch (ggml-org/llama.cpp#20824).
 """
 
 from __future__ import annotations

@@ -87,7 +87,12 @@ class ProcessBackend:
         if not self._conn.poll(self.start_timeout):
             self._proc.kill()
             raise GenerationError(f"model process did not start within {self.start_timeout:.0f} s")
-        msg = self._conn.recv()
+        try:
+            msg = self._conn.recv()
+        except EOFError:  # it died without a word: a crash in native code, or killed
+            self._proc.join(5)
+            raise GenerationError(f"model process died while loading the model (exit code "
+                                  f"{self._proc.exitcode})") from None
         if msg[0] != "ready":
             self._proc.join(1)
             raise GenerationError(msg[1])
