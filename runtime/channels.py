@@ -93,6 +93,8 @@ def _pair_of(name: str) -> str | None:
 
 # Left/right mirror permutation: frame[MIRROR] swaps every left channel with its right partner.
 MIRROR = np.array([INDEX.get(_pair_of(n) or n, i) for i, n in enumerate(NAMES)], dtype=np.intp)
+# A left/right mirror also turns yaw and roll the other way: frame[MIRROR] * MIRROR_SIGN.
+MIRROR_SIGN = np.array([-1.0 if n.endswith(("Yaw", "Roll")) else 1.0 for n in NAMES], dtype=np.float32)
 PAIRS: tuple[tuple[int, int], ...] = tuple(
     (i, int(MIRROR[i])) for i in range(COUNT) if MIRROR[i] > i
 )

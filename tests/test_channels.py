@@ -38,6 +38,11 @@ def test_mirror_swaps_sides_and_is_an_involution():
     assert m[channels.INDEX["JawOpen"]] == channels.INDEX["JawOpen"]
     assert (m[m] == np.arange(61)).all()
     assert len(channels.PAIRS) == 23
+    sign = channels.MIRROR_SIGN
+    assert [channels.NAMES[i] for i in np.flatnonzero(sign < 0)] == [
+        "HeadYaw", "HeadRoll", "LeftEyeYaw", "LeftEyeRoll", "RightEyeYaw", "RightEyeRoll"]
+    f = np.random.default_rng(0).uniform(-1, 1, 61).astype(np.float32)
+    np.testing.assert_array_equal((f[m] * sign)[m] * sign, f)  # mirroring twice is the identity
 
 
 def test_symmetric_name_means_both_sides():

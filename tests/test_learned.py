@@ -86,6 +86,31 @@ def test_offline_spline_path_is_the_runtime_spline():
                                monotone_cubic(times, values, q), atol=1e-6)
 
 
+def test_eye_rotations_learned_head_rotation_on_the_spline(model):
+    """The network shapes the 52 blendshapes and the 6 eye rotations (each as a fraction of its
+    range, mapped back); head rotation, which the capture never shows, keeps the spline."""
+    times, values = random_keys(12)
+    q = np.linspace(0, times[-1], 2000)
+    out = L.render_offline(model, times, values, q)
+    spline = monotone_cubic(times, values, q)
+    head, eyes = slice(52, 55), slice(55, 61)
+    # head: the spline itself, read off the 120 Hz phase grid (a linear blend between grid points)
+    np.testing.assert_allclose(out[:, head], spline[:, head], atol=2e-3)
+    assert np.abs(out[:, eyes] - spline[:, eyes]).max() > 2e-2
+    assert list(L.SHAPED[-6:]) == [channels.INDEX[n] for n in (
+        "LeftEyeYaw", "LeftEyePitch", "LeftEyeRoll", "RightEyeYaw", "RightEyePitch", "RightEyeRoll")]
+    u = RNG.uniform(0, 1, (5, L.C))
+    np.testing.assert_allclose(L.to_unit(_full(L.from_unit(u))), u, atol=1e-12)
+    assert L.from_unit(np.full(L.C, 0.5))[-6:].tolist() == [0.0] * 6  # rotations: [-1, 1]
+
+
+def _full(shaped: np.ndarray) -> np.ndarray:
+    """Shaped channels [n, C] back into full frames [n, 61] (head rotation 0)."""
+    f = np.zeros((len(shaped), channels.COUNT))
+    f[:, L.SHAPED] = shaped
+    return f
+
+
 def test_bounded_and_through_the_keys(model):
     times, values = random_keys(12)
     q = np.linspace(0, times[-1], 3000)
@@ -152,7 +177,7 @@ def test_load_interpolator():
 
 
 NET_OPTIONS = [dict(basis=4), dict(basis=4, mix=True, warp=5, hold=(0.3, 0.6)),
-               dict(basis=0, mix=True, warp=8, hold=(0.6, 1.0), spline_channels=("JawOpen",))]
+               dict(basis=0, mix=True, warp=8, hold=(0.6, 1.0), spline_channels=("JawOpen",), ease=6)]
 
 
 @pytest.mark.parametrize("members", [1, 2])
@@ -206,9 +231,9 @@ def test_play_fade_shrinks_toward_the_line_as_exported(tmp_path):
     ens = T.Ensemble(nets).eval()
     with torch.no_grad():
         full = ens(f, p)
-        for n in nets:
-            n.play = (0.0, 2.0)
+        ens.play = (0.0, 2.0)
         shrunk = ens(f, p)
+        torch.testing.assert_close(ens.shape(f, p[None].expand(6, -1)), full)  # training: no shrink
     y0, y1 = f[:, None, :L.C], f[:, None, L.C:2 * L.C]
     line = (y0 + p[None, :, None] * (y1 - y0)).clamp(0, 1)
     g = (1 - h / 2).clamp(0, 1)[:, None, None]
@@ -248,3 +273,71 @@ def test_warp_and_lean_stay_in_range_and_invent_nothing(options):
             still[:, 2 * L.C:4 * L.C] = 0.0
             torch.testing.assert_close(net(still, p), still[:, None, :L.C].expand(-1, 29, -1),
                                        atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("target", ["line", "spline"])
+def test_long_segments_fade_to_the_eased_line(target):
+    """--ease: from hold[1] s on, a segment plays the straight line read at one learned monotone
+    warp of the phase (through both keys, in range); shorter ones are the net's own curve, shrunk
+    as played toward the line or (--play-target spline) toward the monotone cubic."""
+    torch = pytest.importorskip("torch")
+    sys.path.insert(0, str(ROOT / "tools"))
+    import train_interpolator as T
+
+    torch.manual_seed(6)
+    net = T.Net(hidden=16, basis=0, context=4, mix=True, warp=8, hold=(1.0, 2.0), ease=8)
+    with torch.no_grad():
+        net.head.weight.normal_(0, 2.0)
+        net.ease.copy_(torch.tensor([3.0, 2.0, 1.0, 0.0, 0.0, -1.0, -1.0, -2.0]))  # runs ahead
+    net.play, net.play_target = (0.0, 2.0), target
+    f = torch.rand(4, L.FEATURES)
+    h = torch.tensor([0.02, 0.5, 2.5, 4.0])
+    f[:, L.BLOCKS * L.C] = torch.log(h)
+    p = torch.linspace(0, 1, 21)
+    s = p[None].expand(4, -1)
+    with torch.no_grad():
+        out, free = net(f, p), net.shape(f, s)
+        w = torch.softmax(net.ease, 0)
+        eased = (p[:, None] * 8 - torch.arange(8.0)).clamp(0, 1) @ w
+        assert (eased[1:] >= eased[:-1]).all() and eased[0] == 0 and abs(eased[-1] - 1) < 1e-6
+        assert (eased[5:16] > p[5:16] + 0.05).all()  # these weights run ahead of the line
+        y0, y1 = f[:, None, :L.C], f[:, None, L.C:2 * L.C]
+        line = (y0 + eased[None, :, None] * (y1 - y0)).clamp(0, 1)
+        torch.testing.assert_close(out[2:], line[2:], atol=1e-6, rtol=0)  # long: the eased line
+        assert out.min() >= 0 and out.max() <= 1
+        torch.testing.assert_close(out[:, 0], f[:, :L.C], atol=1e-5, rtol=0)
+        torch.testing.assert_close(out[:, -1], f[:, L.C:2 * L.C], atol=1e-5, rtol=0)
+        # a 0.5 s segment keeps 3/4 of its deviation from the line, or from the cubic
+        plain = (y0 + p[None, :, None] * (y1 - y0)).clamp(0, 1)  # under 1 s: the plain line
+        toward = plain[1] if target == "line" else T.spline(f, s[..., None])[1]
+        torch.testing.assert_close(out[1], toward + 0.75 * (free[1] - toward), atol=1e-6, rtol=0)
+
+
+def test_training_in_tiny_form_replaces_a_stale_model(tmp_path):
+    """tools/train_interpolator.py end to end on two synthetic takes (10 steps): it exports a
+    model the runtime loads and scores it, even where an older model's card still lies."""
+    pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    sys.path.insert(0, str(ROOT / "tools"))
+    import train_interpolator as T
+
+    from runtime.sinks.csv import write_take
+
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    t = np.arange(0, 601) / 30.0
+    for name, seed in (("one", 1), ("two", 2)):
+        walk = np.cumsum(np.random.default_rng(seed).normal(0, 0.03, (len(t), channels.COUNT)), axis=0)
+        values = np.clip(0.5 + walk, 0.0, 1.0)
+        values[:, channels.SHAPES:] = 0.2 * np.sin(walk[:, channels.SHAPES:])  # rotations
+        write_take(rec / f"{name}.csv", values.astype(np.float32), fps=30.0)
+    out = tmp_path / "m.onnx"
+    out.with_suffix(".json").write_text(json.dumps({"created": "earlier", "features": {"version": 1}}))
+    assert T.main(["--recordings", str(rec), "--val", "two", "--out", str(out), "--steps", "10",
+                   "--members", "1", "--augment", "0"]) == 0
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["features"]["version"] == L.FEATURE_VERSION
+    assert card["previous_model"].startswith("the model this one replaced: earlier")
+    rmse = card["eval"]["validation"]["summary"]["rmse"]
+    assert rmse["learned"] != rmse["monotone_cubic"]  # the model played, not the spline fallback
+    assert L.LearnedInterpolator(out).session is not None
