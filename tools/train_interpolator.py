@@ -677,11 +677,13 @@ def model_card(a, net, train_paths, val_paths, data, n_frames, train_s, curve, s
                 f"{a.warp} softmax bin weights of a monotone phase warp at which the base curve is "
                 "read (it retimes the motion the keys show, never invents any)" if a.warp else "")
                 if x)
-            + (f"; segments longer than {a.hold[0]} s fade to the straight line by {a.hold[1]} s"
-               if a.hold[1] > 0 else "")
-            + (f"; as played, the learned deviation from the straight line shrinks linearly from "
-               f"full in {a.play_fade[0]} s segments to none at {a.play_fade[1]} s (not in training)"
-               if a.play_fade[1] > 0 else "")),
+            + (f"; segments longer than {a.hold[0]} s fade by {a.hold[1]} s to the straight line"
+               + (f", read at one learned monotone warp of the phase ({a.ease} softmax bins shared "
+                  "by all channels)" if a.ease else "") if a.hold[1] > 0 else "")
+            + ("; as played, the learned deviation from the "
+               + ("monotone cubic" if a.play_target == "spline" else "straight line")
+               + f" shrinks linearly from full in {a.play_fade[0]} s segments to none at "
+               f"{a.play_fade[1]} s (not in training)" if a.play_fade[1] > 0 else "")),
                   "parameters": sum(p.numel() for p in net.parameters()), "opset": OPSET},
         "spline_channels": list(a.spline_channels),
         "hold_fade_seconds": list(a.hold),
