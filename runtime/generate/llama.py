@@ -185,6 +185,9 @@ def cpu_has_amx(cpuinfo: str = "/proc/cpuinfo") -> bool:
         return False
 
 
+_PATCH_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def weights_in_plain_cpu_buffers(llama_cpp, on: bool):
     """While a model loads, ask llama.cpp for no extra (repacked) weight buffers.
@@ -199,18 +202,19 @@ def weights_in_plain_cpu_buffers(llama_cpp, on: bool):
         yield
         return
     log.info("CPU has AMX: loading the model without llama.cpp's extra weight buffers")
-    default = lib.llama_model_default_params
+    with _PATCH_LOCK:  # two loads at once must not restore each other's defaults early
+        default = lib.llama_model_default_params
 
-    def params():
-        p = default()
-        p.use_extra_bufts = False
-        return p
+        def params():
+            p = default()
+            p.use_extra_bufts = False
+            return p
 
-    lib.llama_model_default_params = params
-    try:
-        yield
-    finally:
-        lib.llama_model_default_params = default
+        lib.llama_model_default_params = params
+        try:
+            yield
+        finally:
+            lib.llama_model_default_params = default
 
 
 class LlamaBackend:
