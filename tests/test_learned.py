@@ -275,11 +275,12 @@ def test_warp_and_lean_stay_in_range_and_invent_nothing(options):
                                        atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("target", ["line", "spline"])
+@pytest.mark.parametrize("target", ["line", "spline", "base"])
 def test_long_segments_fade_to_the_eased_line(target):
     """--ease: from hold[1] s on, a segment plays the straight line read at one learned monotone
     warp of the phase (through both keys, in range); shorter ones are the net's own curve, shrunk
-    as played toward the line or (--play-target spline) toward the monotone cubic."""
+    as played toward the line, (--play-target spline) toward the monotone cubic, or (base) toward
+    the net's lean of that cubic to the line, read at the plain phase."""
     torch = pytest.importorskip("torch")
     sys.path.insert(0, str(ROOT / "tools"))
     import train_interpolator as T
@@ -309,7 +310,9 @@ def test_long_segments_fade_to_the_eased_line(target):
         torch.testing.assert_close(out[:, -1], f[:, L.C:2 * L.C], atol=1e-5, rtol=0)
         # a 0.5 s segment keeps 3/4 of its deviation from the line, or from the cubic
         plain = (y0 + p[None, :, None] * (y1 - y0)).clamp(0, 1)  # under 1 s: the plain line
-        toward = plain[1] if target == "line" else T.spline(f, s[..., None])[1]
+        cubic = T.spline(f, s[..., None])[1]
+        lean = torch.sigmoid(net.coeffs(f)[1, 0])  # basis 0: the first output is the lean
+        toward = {"line": plain[1], "spline": cubic, "base": cubic + lean * (plain[1] - cubic)}[target]
         torch.testing.assert_close(out[1], toward + 0.75 * (free[1] - toward), atol=1e-6, rtol=0)
 
 

@@ -25,8 +25,8 @@ The model runs once per segment on a phase grid (GRID_HZ points per second); eac
 reads the grid with a linear blend, so the per-frame cost is a few microseconds.
 
 Status: on takes it never saw it beats the best spline on every take, but by less than the 5%
-the project asks before making it the default (about 3.6% with salient keys, 4.7% with uniform
-ones, pooled; exported_models/interpolator.json, docs/BENCHMARKS.md), so
+the project asks before making it the default (leave one take out, about 4.2% with salient keys,
+4.7% with uniform ones, pooled; exported_models/interpolator.json, docs/BENCHMARKS.md), so
 ``animation.interpolator`` defaults to "spline".
 """
 
