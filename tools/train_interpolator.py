@@ -737,13 +737,16 @@ def model_card(a, net, train_paths, val_paths, data, n_frames, train_s, curve, s
                      "version narrows the MLP from 64 to 16 hidden units, chosen by "
                      "leave-one-take-out among 64 / 32 / 16 / 8 (salient / uniform: +3.60/+4.74, "
                      "+3.89/+4.77, +4.24/+4.73, +4.07/+4.74; from seed 10: 64 +3.67/+4.88, 32 "
-                     "+3.83/+4.83, 16 +4.02/+4.81). Not kept (16 wide unless said): 1500 steps "
+                     "+3.83/+4.83, 16 +4.02/+4.81; from seed 20: 64 +3.07/+4.31, 16 +3.24/+4.50, "
+                     "where both are level with or below the best spline on alex_rom_3 salient). "
+                     "Mean of the three seeds at 16 wide: +3.83/+4.68. Not kept (16 wide unless said): 1500 steps "
                      "(+4.64/+4.50) and a 4-d face summary (+4.39/+4.50), each trading uniform for "
                      "salient; no channel embedding (+3.90/+4.69), "
                      "augmented copies at 0.67-1.5x speed (64 wide: +3.39/+4.08), the shrink "
                      "pulled toward the net's own lean of the cubic to the line (+3.80/+5.00). The "
                      "tables are therefore somewhat optimistic; seed to seed, the pooled gains "
-                     "move by about 0.1-1 point (seed 10 of this configuration: +4.02% / +4.81%)",
+                     "move by up to a point (seeds 10 and 20 of this configuration: +4.02% / +4.81%, "
+                     "+3.24% / +4.50%)",
         "limitations": "One person, 5.6 minutes of training capture; untested on other faces and "
                        "devices. Motion entirely between keys (blinks, saccades) cannot be "
                        "recovered. Head rotation is not modelled (it is zero in every take here) and "
