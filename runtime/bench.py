@@ -13,6 +13,7 @@ Every figure comes from one run, on the embedded default model, with its baselin
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -113,15 +114,14 @@ SO_TIMESTAMPNS = 35
 
 
 def _receiver(port: int, seconds: float, conn) -> None:
+    from runtime.sinks.livelink import decode_packet
+
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", port))
     sock.settimeout(0.5)
-    stamped = sys.platform == "linux"
-    if stamped:
-        try:
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError):  # no stamps: the kernel figures are left out
             sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        except OSError:
-            stamped = False
     conn.send("ready")
     arrivals, kernel, frames = [], [], []
     end = time.perf_counter() + seconds + 5
@@ -133,13 +133,11 @@ def _receiver(port: int, seconds: float, conn) -> None:
                 break
             continue
         arrivals.append(time.perf_counter())
-        for level, kind, raw in anc:
+        for level, kind, raw in anc:  # struct timespec: seconds, nanoseconds
             if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(raw) >= 16:
-                sec, ns = int.from_bytes(raw[:8], sys.byteorder), int.from_bytes(raw[8:16], sys.byteorder)
+                sec, ns = (int.from_bytes(raw[i:i + 8], sys.byteorder) for i in (0, 8))
                 kernel.append(sec + ns * 1e-9)
-        n = int.from_bytes(data[1:5], "big")
-        m = int.from_bytes(data[5 + n:9 + n], "big")
-        frames.append(int.from_bytes(data[9 + n + m:13 + n + m], "big", signed=True))
+        frames.append(decode_packet(data).frame_number)
     conn.send((arrivals, kernel if len(kernel) == len(arrivals) else [], frames))
 
 

@@ -1,4 +1,5 @@
-"""The bench's pacing receiver: kernel arrival stamps that a busy receiver cannot blur."""
+"""The bench's pacing receiver: the kernel's arrival stamp of every datagram (what left the
+sender, without the receiver's own wake-up) and the frame numbers it carried."""
 
 import multiprocessing as mp
 import socket
