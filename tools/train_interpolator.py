@@ -696,7 +696,8 @@ def model_card(a, net, train_paths, val_paths, data, n_frames, train_s, curve, s
                + (f", read at one learned monotone warp of the phase ({a.ease} softmax bins shared "
                   "by all channels)" if a.ease else "") if a.hold[1] > 0 else "")
             + ("; as played, the learned deviation from the "
-               + ("monotone cubic" if a.play_target == "spline" else "straight line")
+               + {"spline": "monotone cubic", "base": "net's own lean of the monotone cubic toward "
+                  "the straight line (read at the plain phase)"}.get(a.play_target, "straight line")
                + f" shrinks linearly from full in {a.play_fade[0]} s segments to none at "
                f"{a.play_fade[1]} s (not in training)" if a.play_fade[1] > 0 else "")),
                   "parameters": sum(p.numel() for p in net.parameters()), "opset": OPSET},
