@@ -131,7 +131,11 @@ def test_model_card_matches_the_runtime():
     card = json.loads(L.DEFAULT_MODEL.with_suffix(".json").read_text())
     assert card["features"]["version"] == L.FEATURE_VERSION
     assert card["features"]["count"] == L.FEATURES
-    assert card["data"]["validation_takes"] and card["eval"]["validation"]["summary"]["takes"] > 0
+    # figures on takes the model never saw: its validation takes, or (a model of every take)
+    # leave one take out over all of them
+    held_out = card["eval"]["validation"]["summary"].get("takes", 0)
+    loo = card.get("leave_one_take_out", {}).get("per_take_percent", {})
+    assert held_out > 0 or sorted(loo) == sorted(card["data"]["train_takes"])
 
 
 @pytest.mark.parametrize("content", [None, b"", b"not an onnx file at all"])
@@ -316,6 +320,22 @@ def test_long_segments_fade_to_the_eased_line(target):
         torch.testing.assert_close(out[1], toward + 0.75 * (free[1] - toward), atol=1e-6, rtol=0)
 
 
+def _synthetic_takes(rec: Path, names: tuple[str, ...]) -> None:
+    """Random-walk Live Link Face takes, 20 s at 30 Hz each."""
+    from runtime.sinks.csv import write_take
+
+    rec.mkdir()
+    t = np.arange(0, 601) / 30.0
+    for seed, name in enumerate(names, 1):
+        walk = np.cumsum(np.random.default_rng(seed).normal(0, 0.03, (len(t), channels.COUNT)), axis=0)
+        values = np.clip(0.5 + walk, 0.0, 1.0)
+        values[:, channels.SHAPES:] = 0.2 * np.sin(walk[:, channels.SHAPES:])  # rotations
+        write_take(rec / f"{name}.csv", values.astype(np.float32), fps=30.0)
+
+
+TINY = ["--steps", "10", "--members", "1", "--augment", "0"]
+
+
 def test_training_in_tiny_form_replaces_a_stale_model(tmp_path):
     """tools/train_interpolator.py end to end on two synthetic takes (10 steps): it exports a
     model the runtime loads and scores it, even where an older model's card still lies."""
@@ -324,23 +344,53 @@ def test_training_in_tiny_form_replaces_a_stale_model(tmp_path):
     sys.path.insert(0, str(ROOT / "tools"))
     import train_interpolator as T
 
-    from runtime.sinks.csv import write_take
-
     rec = tmp_path / "rec"
-    rec.mkdir()
-    t = np.arange(0, 601) / 30.0
-    for name, seed in (("one", 1), ("two", 2)):
-        walk = np.cumsum(np.random.default_rng(seed).normal(0, 0.03, (len(t), channels.COUNT)), axis=0)
-        values = np.clip(0.5 + walk, 0.0, 1.0)
-        values[:, channels.SHAPES:] = 0.2 * np.sin(walk[:, channels.SHAPES:])  # rotations
-        write_take(rec / f"{name}.csv", values.astype(np.float32), fps=30.0)
+    _synthetic_takes(rec, ("one", "two"))
     out = tmp_path / "m.onnx"
     out.with_suffix(".json").write_text(json.dumps({"created": "earlier", "features": {"version": 1}}))
-    assert T.main(["--recordings", str(rec), "--val", "two", "--out", str(out), "--steps", "10",
-                   "--members", "1", "--augment", "0"]) == 0
+    assert T.main(["--recordings", str(rec), "--val", "two", "--out", str(out)] + TINY) == 0
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["features"]["version"] == L.FEATURE_VERSION
     assert card["previous_model"].startswith("the model this one replaced: earlier")
     rmse = card["eval"]["validation"]["summary"]["rmse"]
     assert rmse["learned"] != rmse["monotone_cubic"]  # the model played, not the spline fallback
     assert L.LearnedInterpolator(out).session is not None
+
+
+def test_leave_two_out_and_a_model_of_every_take(tmp_path, capsys):
+    """``--loo DIR --loo-k 2`` trains one model per pair of takes and scores each take by the mean
+    error of the two models that never saw it; the card refuses that table (it quotes one left
+    out); without --val the model learns from every take, and its card says where the held-out
+    figures come from."""
+    pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    sys.path.insert(0, str(ROOT / "tools"))
+    import eval_interpolator as ev
+    import train_interpolator as T
+
+    rec = tmp_path / "rec"
+    _synthetic_takes(rec, ("a", "b", "c"))
+    loo = tmp_path / "loo"
+    assert T.main(["--recordings", str(rec), "--loo", str(loo), "--loo-k", "2"] + TINY) == 0
+    assert sorted(p.name for p in loo.glob("*.onnx")) == ["a__b.onnx", "a__c.onnx", "b__c.onnx"]
+    result = json.loads((loo / "loo.json").read_text())
+    assert result["k"] == 2 and sorted(result["per_take_percent"]) == ["a", "b", "c"]
+    # take a: the mean of what a__b and a__c make of it
+    take = ev.find_takes(rec, ["a"])
+    each = [ev.evaluate(take, L.LearnedInterpolator(loo / m), progress=False)[0]
+            for m in ("a__b.onnx", "a__c.onnx")]
+    sq = [s.sums[("salient", "learned")].sq for s in each]
+    assert sq[0] != sq[1]
+    mean = T.mean_score(each)
+    assert mean.sums[("salient", "learned")].sq == pytest.approx((sq[0] + sq[1]) / 2)
+    assert result["per_take_percent"]["a"][0] == round(ev.gain(mean.sums, "salient"), 1)
+    with pytest.raises(SystemExit):  # a leave-two-out table is not the card's leave-one-out one
+        T.main(["--recordings", str(rec), "--loo-card", str(loo / "loo.json"),
+                "--out", str(tmp_path / "x.onnx")] + TINY)
+    assert "leaves 2 takes out" in capsys.readouterr().err
+    out = tmp_path / "all.onnx"
+    assert T.main(["--recordings", str(rec), "--out", str(out)] + TINY) == 0
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["data"]["train_takes"] == ["a", "b", "c"] and card["data"]["validation_takes"] == []
+    assert card["data"]["split"].startswith("none held out")
+    assert card["default"].startswith("NOT the default")  # no held-out figure: nothing is met

@@ -1,9 +1,11 @@
 """Train the learned in-between network on real face capture and export it to ONNX.
 
     .venv/bin/pip install -e '.[train]'     # CPU torch, onnx, tqdm; the runtime never imports them
-    python tools/train_interpolator.py [--recordings DIR] [--val S88-001 --val apfel] [--steps N]
+    python tools/train_interpolator.py [--recordings DIR] [--val TAKE ...] [--steps N]
 
-Takes are split by take (``--val`` names the held-out ones). From every training take it cuts
+The shipped model learns from every take (the default); the figures for takes it never saw come
+from leave one take out (below), which trains the same way on all takes but one. ``--val`` holds
+takes out of one model instead and scores it on them. From every training take it cuts
 segments between keys chosen several ways (salient RDP keys at 1.5-3 keys/s, uniform keys every
 0.4-0.6 s from a random start, random gaps of 0.15-1 s), each also mirrored left/right, and
 sometimes hides the key after the segment (as when the model is late) so the network learns to
@@ -24,6 +26,9 @@ DIR/loo.json`` then puts that table into the card of the model trained with the 
 
     python tools/train_interpolator.py --loo /tmp/loo && python tools/train_interpolator.py --loo-card /tmp/loo/loo.json
 
+``--loo DIR --loo-k 2`` leaves two takes out instead (one model per pair, each take scored by the
+mean error of the models that never saw it): with the table for one left out, a learning curve.
+
 Writes exported_models/interpolator.onnx and the model card interpolator.json (data, split, seed,
 input/output spec, the eval table on the held-out takes). Seeded; one thread; a few minutes.
 """
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import json
 import math
 import sys
@@ -433,7 +439,9 @@ def train(data: Segments, steps: int, batch: int, lr: float, hidden: int, basis:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--recordings", type=Path, default=ev.DEFAULT_RECORDINGS)
-    ap.add_argument("--val", action="append", help="held-out take (file stem); repeatable")
+    ap.add_argument("--val", action="append", default=[],
+                    help="hold this take out and score the model on it (file stem); repeatable "
+                         "(default: none, the model learns from every take)")
     ap.add_argument("--out", type=Path, default=L.DEFAULT_MODEL)
     ap.add_argument("--steps", type=int, default=3000, help="at least 10")
     ap.add_argument("--batch", type=int, default=128, help="segments per step")
@@ -479,6 +487,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--loo-card", type=Path, metavar="LOO_JSON",
                     help="put this leave-one-take-out result (DIR/loo.json of a --loo run with the "
                          "same options) into the model card")
+    ap.add_argument("--loo-k", type=int, default=1, metavar="K",
+                    help="with --loo: leave K takes out per model (one model per K-subset; each "
+                         "take scored by the mean error of the models that never saw it)")
     ap.add_argument("--loo", type=Path, metavar="DIR",
                     help="leave one take out instead: one model per take, trained on the others, "
                          "written to DIR/<take>.onnx; each take scored by the model that never saw "
@@ -495,10 +506,12 @@ def main(argv: list[str] | None = None) -> int:
     loo = None
     if a.loo_card:
         loo = json.loads(a.loo_card.read_text())
+        if loo.get("k", 1) != 1:
+            ap.error(f"{a.loo_card} leaves {loo['k']} takes out; the card quotes one left out")
         if loo.get("options") != resolved(a):
             ap.error(f"{a.loo_card} was made with options {loo.get('options')}, not these "
                      f"({resolved(a)})")
-    val = a.val or ["S88-001", "apfel"]
+    val = a.val
     rng = np.random.default_rng(a.seed)
 
     paths = ev.find_takes(a.recordings)
@@ -536,8 +549,9 @@ def main(argv: list[str] | None = None) -> int:
     learned = L.LearnedInterpolator(a.out)
     scores = ev.evaluate(val_paths, learned) if val_paths else []
     train_scores = ev.evaluate(train_paths, learned)
+    minutes = sum(float(r.times[-1] - r.times[0]) for r in runs) / 60.0
     card = model_card(a, net, train_paths, val_paths, data, n_frames, train_s, curve, scores,
-                      train_scores, loo, old)
+                      train_scores, minutes, loo, old)
     card_path.write_text(json.dumps(card, indent=2) + "\n")
     if scores:
         print(ev.table(scores))
@@ -548,7 +562,7 @@ def main(argv: list[str] | None = None) -> int:
 def model_options(argv: list[str]) -> list[str]:
     """The options that make the model: argv minus where data and results go."""
     rest, skip = [], False
-    drop = ("--loo", "--val", "--out", "--loo-card", "--recordings")
+    drop = ("--loo", "--val", "--out", "--loo-card", "--recordings", "--loo-k")
     for x in argv:
         if skip:
             skip = False
@@ -563,22 +577,31 @@ def model_options(argv: list[str]) -> list[str]:
 
 def resolved(a) -> dict:
     """Every option that shapes the model, as parsed (so defaults count too)."""
-    skip = ("recordings", "val", "out", "loo", "loo_card")
+    skip = ("recordings", "val", "out", "loo", "loo_card", "loo_k")
     return json.loads(json.dumps({k: v for k, v in sorted(vars(a).items()) if k not in skip},
                                  default=str))
 
 
 def leave_one_out(a, argv: list[str]) -> int:
-    """Train a model per take on the other takes (same options) and score each take with its own."""
+    """Train a model per take (``--loo-k`` 2: per pair of takes, ...) on the other takes, same
+    options, and score each take with the models that never saw it."""
     rest = model_options(argv) + ["--recordings", str(a.recordings)]
+    paths = ev.find_takes(a.recordings)
+    if not 1 <= a.loo_k < len(paths):
+        print(f"--loo-k {a.loo_k}: needs 1 <= K < {len(paths)} (the takes in {a.recordings})",
+              file=sys.stderr)
+        return 2
     a.loo.mkdir(parents=True, exist_ok=True)
-    scores = []
-    for p in ev.find_takes(a.recordings):
-        model = a.loo / f"{p.stem}.onnx"
-        main(rest + ["--val", p.stem, "--out", str(model)])
-        scores += ev.evaluate([p], L.LearnedInterpolator(model), progress=False)
+    seen: dict[str, list[ev.TakeScore]] = {p.stem: [] for p in paths}
+    for out in itertools.combinations(paths, a.loo_k):
+        model = a.loo / ("__".join(p.stem for p in out) + ".onnx")
+        main(rest + [x for p in out for x in ("--val", p.stem)] + ["--out", str(model)])
+        for p in out:
+            seen[p.stem] += ev.evaluate([p], L.LearnedInterpolator(model), progress=False)
+    scores = [mean_score(s) for s in seen.values()]
     tot = ev.pooled(scores)
-    result = {"summary": ev.summary(scores),
+    result = {"k": a.loo_k,
+              "summary": ev.summary(scores),
               "learned_vs_best_spline_percent": {r: round(ev.gain(tot, r), 2) for r in ev.RULES},
               "per_take_percent": {s.name: [round(ev.gain(s.sums, r), 1) for r in ev.RULES]
                                    for s in scores},
@@ -588,6 +611,22 @@ def leave_one_out(a, argv: list[str]) -> int:
     print(ev.table(scores))
     print(json.dumps(result["learned_vs_best_spline_percent"] | {"per_take": result["per_take_percent"]}))
     return 0
+
+
+def mean_score(scores: list[ev.TakeScore]) -> ev.TakeScore:
+    """One take scored by several models, as one score: each sum is the models' mean (with one
+    model, that model's score)."""
+    if len(scores) == 1:
+        return scores[0]
+    k = len(scores)
+    first = scores[0]
+    out = ev.TakeScore(first.name, first.frames, first.seconds, dict(first.keys))
+    for key in first.sums:
+        parts = [s.sums[key] for s in scores]
+        out.sums[key] = ev.Sums(sum(x.sq for x in parts) / k, sum(x.vel for x in parts) / k,
+                                round(sum(x.over for x in parts) / k), first.sums[key].n)
+        out.by_length[key] = sum(s.by_length[key] for s in scores) / k
+    return out
 
 
 def sess_check(net: Net, path: Path) -> None:
@@ -640,16 +679,17 @@ def summarize_card(card: dict) -> str:
 
 
 def model_card(a, net, train_paths, val_paths, data, n_frames, train_s, curve, scores,
-               train_scores, loo: dict | None = None, old: dict | None = None) -> dict:
+               train_scores, minutes: float, loo: dict | None = None,
+               old: dict | None = None) -> dict:
     def per_take(ss):
         return {s.name: {rule: {m: s.sums[(rule, m)].rmse for m in ev.METHODS} for rule in ev.RULES}
                 for s in ss}
 
     val_sum = ev.summary(scores) if scores else {}
     gains = {rule: ev.gain(ev.pooled(scores), rule) for rule in ev.RULES} if scores else {}
-    wins = bool(gains) and all(g >= 5.0 for g in gains.values())  # the issue's target
     loo_g = loo["learned_vs_best_spline_percent"] if loo else {}
-    loo_wins = bool(loo_g) and all(g >= 5.0 for g in loo_g.values())
+    # the issue's target, on every held-out figure there is (and there must be one)
+    met = bool(gains or loo_g) and all(g >= 5.0 for g in (*gains.values(), *loo_g.values()))
     loo_worse = [v for vals in loo["per_take_percent"].values() for v in vals if v < 0] if loo else []
 
     def pct(g: dict) -> str:
@@ -663,7 +703,9 @@ def model_card(a, net, train_paths, val_paths, data, n_frames, train_s, curve, s
             "recordings": "Live Link Face CSV takes (shared/data/recordings, MIT, one person)",
             "train_takes": [p.stem for p in train_paths],
             "validation_takes": [p.stem for p in val_paths],
-            "split": "by take",
+            "split": ("by take" if val_paths else
+                      "none held out: the model learns from every take; the figures on takes it "
+                      "never saw are leave-one-take-out (same options, all takes but one)"),
             "segments": data.count,
             "in_between_frames": n_frames,
             "keyings": "salient RDP 1/1.5/2/2.5/3 keys/s, uniform 0.4/0.5/0.6 s from a random start, "
@@ -727,7 +769,7 @@ def model_card(a, net, train_paths, val_paths, data, n_frames, train_s, curve, s
             "train_takes_per_take": per_take(train_scores),
         },
         "default": ("learned beats the best spline by at least 5% on the held-out takes with "
-                    "both key rules" if wins and (loo_wins or not loo) else
+                    "both key rules" if met else
                     "NOT the default: it does not beat the best spline by the 5% target on the "
                     "held-out takes with both key rules (config keeps interpolator = \"spline\")"),
         "selection": "the design (phase warp + lean toward the line, no free residual, blinks "
@@ -735,7 +777,11 @@ def model_card(a, net, train_paths, val_paths, data, n_frames, train_s, curve, s
                      "0-2 s shrink as played, the eye rotations, the eased line of long segments) "
                      "was chosen by earlier sessions among about 28 configurations screened on the "
                      "validation takes or compared by leave-one-take-out over all five takes; this "
-                     "version narrows the MLP from 64 to 16 hidden units, chosen by "
+                     "version learns from all five takes instead of three, with the same recipe "
+                     "(learning curve: leaving two takes out, three to train on, +2.15/+3.10; "
+                     "one, four to train on, +4.24/+4.73; without either range-of-motion take it "
+                     "lost to the best spline on both); the version before narrowed the MLP from "
+                     "64 to 16 hidden units, chosen by "
                      "leave-one-take-out among 64 / 32 / 16 / 8 (salient / uniform: +3.60/+4.74, "
                      "+3.89/+4.77, +4.24/+4.73, +4.07/+4.74; from seed 10: 64 +3.67/+4.88, 32 "
                      "+3.83/+4.83, 16 +4.02/+4.81; from seed 20: 64 +3.07/+4.31, 16 +3.24/+4.50, "
@@ -748,8 +794,8 @@ def model_card(a, net, train_paths, val_paths, data, n_frames, train_s, curve, s
                      "tables are therefore somewhat optimistic; seed to seed, the pooled gains "
                      "move by up to a point (seeds 10 and 20 of this configuration: +4.02% / +4.81%, "
                      "+3.24% / +4.50%)",
-        "limitations": "One person, 5.6 minutes of training capture; untested on other faces and "
-                       "devices. Motion entirely between keys (blinks, saccades) cannot be "
+        "limitations": f"One person, {minutes:.1f} minutes of training capture; untested on other "
+                       "faces and devices. Motion entirely between keys (blinks, saccades) cannot be "
                        "recovered. Head rotation is not modelled (it is zero in every take here) and "
                        "keeps the monotone cubic; the eye rotations in these takes look like "
                        "radians (about +-0.6) where the runtime's unit is degrees / 180. The "
@@ -765,7 +811,7 @@ def model_card(a, net, train_paths, val_paths, data, n_frames, train_s, curve, s
         card["leave_one_take_out"] = loo_block(loo)
     card["targets"] = {
         "learned_5pct_below_best_spline_both_rules":
-            ("met" if wins and (loo_wins or not loo) else "not met")
+            ("met" if met else "not met")
             + (f": validation {pct(gains)}" if gains else "")
             + (f"; leave-one-take-out {pct(loo_g)}" if loo else "")
             + " (salient / uniform; positive = better than the best spline)",
