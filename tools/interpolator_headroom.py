@@ -98,10 +98,10 @@ def take_errors(path: Path, interp: Averaged, rule: str) -> dict[str, float]:
     out = {m: float(((f[m] - f["true"]) ** 2).sum()) for m in SPLINES + ("learned",)}
     out["n"] = float(f["true"].size)
     for s in TARGETS:
+        from_keys = (blend_weight(c["true"], c["learned"], c[s]) if c  # no key to hold out: none
+                     else np.zeros(f["true"].shape[1]))
         for name, w in (("oracle", blend_weight(f["true"], f["learned"], f[s])),
-                        ("from_keys", blend_weight(c["true"], c["learned"], c[s]) if c else None)):
-            if w is None:
-                w = np.zeros(f["true"].shape[1])
+                        ("from_keys", from_keys)):
             y = f["learned"] + w * (f[s] - f["learned"])
             out[f"{name}:{s}"] = float(((y - f["true"]) ** 2).sum())
     return out
