@@ -388,6 +388,9 @@ def test_leave_two_out_and_a_model_of_every_take(tmp_path, capsys):
         T.main(["--recordings", str(rec), "--loo-card", str(loo / "loo.json"),
                 "--out", str(tmp_path / "x.onnx")] + TINY)
     assert "leaves 2 takes out" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a misspelt held-out take is refused, not trained on
+        T.main(["--recordings", str(rec), "--val", "d", "--out", str(tmp_path / "x.onnx")] + TINY)
+    assert "--val d: no such take" in capsys.readouterr().err
     out = tmp_path / "all.onnx"
     assert T.main(["--recordings", str(rec), "--out", str(out)] + TINY) == 0
     card = json.loads(out.with_suffix(".json").read_text())

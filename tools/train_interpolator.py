@@ -30,7 +30,8 @@ DIR/loo.json`` then puts that table into the card of the model trained with the 
 mean error of the models that never saw it): with the table for one left out, a learning curve.
 
 Writes exported_models/interpolator.onnx and the model card interpolator.json (data, split, seed,
-input/output spec, the eval table on the held-out takes). Seeded; one thread; a few minutes.
+input/output spec, the eval table on the held-out takes and, with --loo-card, the leave-one-take-out
+table). Seeded; one thread; a few minutes.
 """
 
 from __future__ import annotations
@@ -493,7 +494,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--loo", type=Path, metavar="DIR",
                     help="leave one take out instead: one model per take, trained on the others, "
                          "written to DIR/<take>.onnx; each take scored by the model that never saw "
-                         "it, pooled table printed and written to DIR/loo.json (--out untouched)")
+                         "it, pooled table printed and written to DIR/loo.json (--out untouched; "
+                         "--loo-k 2: one model per pair, DIR/<take>__<take>.onnx)")
     a = ap.parse_args(argv)
     if a.steps < 10:
         ap.error("--steps must be at least 10")
@@ -515,6 +517,10 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(a.seed)
 
     paths = ev.find_takes(a.recordings)
+    unknown = sorted(set(val) - {p.stem for p in paths})
+    if unknown:  # a typo would otherwise train on the take it meant to hold out
+        ap.error(f"--val {', '.join(unknown)}: no such take in {a.recordings} "
+                 f"(takes: {', '.join(p.stem for p in paths)})")
     train_paths = [p for p in paths if p.stem not in val]
     val_paths = [p for p in paths if p.stem in val]
     if not train_paths:
