@@ -21,6 +21,7 @@ class LineRequest:
     context: str = ""
     emotion: str = ""
     id: str = ""
+    heard: str = ""  # what was just said to the character (read by the feeling classifier)
 
 
 SYSTEM = (
