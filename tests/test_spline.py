@@ -102,3 +102,24 @@ def test_render_of_finished_track():
     assert frames.shape == (31, 61) and frames.dtype == np.float32
     assert frames[0, 0] == 0 and frames[-1, 0] == pytest.approx(0.5)
     assert track.done
+
+
+
+def test_warm_up_leaves_nothing_to_load_on_the_clock_thread():
+    """The Track calls fc_tangent and hermite from Python: after warm_up() their first call there
+    loads nothing from numba's cache (it did: one frame 3-10 ms late early in every line). Run in
+    fresh processes, the second with the cache warm, as every ``say`` after the first runs."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import numpy as np\nfrom runtime.animate import spline\nspline.warm_up()\n"
+            "fs = (spline.fc_tangent, spline.hermite)\n"
+            "n = lambda: [sum(f.stats.cache_hits.values()) + sum(f.stats.cache_misses.values()) for f in fs]\n"
+            "before = n()\na, b, o = np.zeros(61), np.ones(61), np.zeros(61)\n"
+            "spline.fc_tangent(0.0, 0.4, 0.9, a, b, a, o)\nspline.hermite(a, b, o, o, 0.4, 0.5, o)\n"
+            "print(before == n())")
+    for _ in range(2):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                             cwd=Path(__file__).resolve().parent.parent)
+        assert out.stdout.strip() == "True"

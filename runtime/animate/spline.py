@@ -92,3 +92,7 @@ def warm_up() -> None:
     monotone_cubic(t, v, np.array([0.25]))
     out = np.zeros(61)
     hermite(v[0], v[1], out, out, 0.5, 0.5, out)
+    # Called from Python too (the Track fixes a tangent as playback enters a segment): a jitted
+    # function dispatched from Python for the first time costs 2-9 ms (the typed entry point is
+    # loaded from numba's cache), which was one frame ~3 ms late early in every line.
+    fc_tangent(0.0, 0.5, 1.0, v[0], v[1], v[2], out)

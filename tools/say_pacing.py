@@ -1,0 +1,274 @@
+"""Pacing of ``keyframeface say`` (or several avatars of one ``serve``-like process) at the wire.
+
+A receiver in another process stamps every Live Link datagram with the kernel's arrival time
+(SO_TIMESTAMPNS, the same receiver ``keyframeface bench`` uses); the intervals between stamps are
+what left the sender. Per run: p99 and max |interval - 1/fps|, missed frames, and the frames whose
+interval deviated most (numbered from the first datagram), so a stall at a fixed moment of every
+line shows up as the same frame numbers run after run.
+
+    .venv/bin/python tools/say_pacing.py --runs 3                 # the CLI's say, as a user runs it
+    .venv/bin/python tools/say_pacing.py --runs 3 --avatars 8     # 8 avatars, one clock, one model,
+                                                                   # each saying a line at once
+
+Run it with ``PYTHONPATH`` at this checkout. ``--avatars`` builds the faces the way ``serve`` does
+(one backend shared, one clock ticking them all, one Live Link port per avatar).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from runtime import bench  # noqa: E402
+
+LINE = "She laughs at the joke, then suddenly looks worried."
+
+
+def _port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _receiver(seconds: float):
+    port = _port()
+    parent, child = mp.Pipe()
+    proc = mp.get_context("spawn").Process(target=bench._receiver, args=(port, seconds, child), daemon=True)
+    proc.start()
+    assert parent.recv() == "ready"
+    return port, parent, proc
+
+
+def figures(kernel: list[float], frames: list[int], fps: float, top: int = 3) -> dict:
+    period = 1000.0 / fps
+    k = np.array(kernel)
+    iv = np.diff(k) * 1000.0
+    dev = np.abs(iv - period)
+    worst = np.argsort(-dev)[:top]
+    gaps = int((np.diff(np.array(frames)) > 1).sum()) if len(frames) > 1 else 0
+    return {"frames": len(kernel), "p99_dev_ms": round(float(np.percentile(dev, 99)), 3),
+            "max_dev_ms": round(float(dev.max()), 3),
+            "first_second_p99_dev_ms": round(float(np.percentile(dev[:int(fps)], 99)), 3),
+            "missed": gaps + int((iv > 1.5 * period).sum()),
+            "worst": [(int(i + 1), round(float(iv[i]), 2)) for i in worst]}
+
+
+def run_say(text: str, fps: float, extra: list[str]) -> dict:
+    port, conn, proc = _receiver(30.0)
+    cmd = [sys.executable, "-m", "runtime.cli", "say", text, "--sink", f"livelink://127.0.0.1:{port}", *extra]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    _, kernel, frames = conn.recv()
+    proc.join(2)
+    res = figures(kernel, frames, fps)
+    try:
+        res["say"] = json.loads(out.stderr.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        res["say"] = out.stderr[-300:]
+    return res
+
+
+def run_avatars(n: int, fps: float, rounds: int) -> list[dict]:
+    """``n`` avatars on one backend and one clock, as serve runs them; each says a line at once,
+    ``rounds`` times; every avatar's stream received and measured on its own."""
+    from runtime import assemble, config
+    from runtime.animate.spline import warm_up
+    from runtime.avatar import Avatar
+    from runtime.clock import FrameClock
+    from runtime.generate import LineRequest
+    from runtime.sinks.fanout import Fanout
+    from runtime.sinks.livelink import LiveLinkSink
+
+    cfg = config.load(ROOT / "config.toml")
+    lang = assemble.language(cfg)
+    backend = assemble.backend(cfg, lang)
+    warm_up()
+    list(backend.stream(LineRequest("Hello.")))
+    seconds = 4.0 * rounds + 2
+    recv = [_receiver(seconds) for _ in range(n)]
+    sinks = [LiveLinkSink("127.0.0.1", port, device_id=cfg.livelink.device_id, subject=f"a{i}", fps=fps)
+             for i, (port, _, _) in enumerate(recv)]
+    avatars = [Avatar(f"a{i}", backend, lang, Fanout([s]), fps=fps, attack=cfg.animation.attack,
+                      release=cfg.animation.release, timeout=cfg.model.timeout) for i, s in enumerate(sinks)]
+    total = int(seconds * fps)
+
+    def tick(k: int, t: float) -> bool:
+        for a in avatars:
+            a.tick(k, t)
+        return k + 1 < total
+
+    clock = FrameClock(fps, tick, spin_s=cfg.animation.spin_ms / 1000).start()
+    firsts = []
+    for r in range(rounds):
+        time.sleep(0.5)
+        lines = [a.say(LineRequest(bench.LINES[(i + r) % len(bench.LINES)])) for i, a in enumerate(avatars)]
+        while not all(line.gen_done for line in lines):
+            time.sleep(0.02)
+        firsts += [(line.first_key_at - line.submitted) * 1000 for line in lines if line.first_key_at]
+        time.sleep(3.0)
+    clock.join()
+    out = []
+    for s in sinks:
+        s.close()
+    for (port, conn, proc) in recv:
+        _, kernel, frames = conn.recv()
+        proc.join(2)
+        out.append(figures(kernel, frames, fps))
+    for a in avatars:
+        a.close()
+    if hasattr(backend, "close"):
+        backend.close()
+    out.append({"clock": clock.stats.summary(), "first_keyframe_ms_median": round(statistics.median(firsts), 1),
+                "first_keyframe_ms_max": round(max(firsts), 1)})
+    return out
+
+
+def run_ticks(text: str, fps: float, runs: int) -> list[dict]:
+    """The say path in this process, each tick timed on the clock thread (wake to send): a stall
+    inside the tick shows with its frame number of the line, whatever the box's load does to the
+    wire figures. The slowest ticks of each run."""
+    from runtime import assemble, config
+    from runtime.animate.spline import warm_up
+    from runtime.avatar import Avatar
+    from runtime.clock import FrameClock
+    from runtime.generate import LineRequest
+    from runtime.sinks.fanout import Fanout
+    from runtime.sinks.livelink import LiveLinkSink
+
+    cfg = config.load(ROOT / "config.toml")
+    lang = assemble.language(cfg)
+    backend = assemble.backend(cfg, lang)
+    warm_up()
+    out = []
+    for _ in range(runs):
+        rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # a receiver that is there (not read)
+        rx.bind(("127.0.0.1", 0))
+        sink = LiveLinkSink("127.0.0.1", rx.getsockname()[1], device_id=cfg.livelink.device_id,
+                            subject="t", fps=fps)
+        avatar = Avatar("t", backend, lang, Fanout([sink]), fps=fps, attack=cfg.animation.attack,
+                        release=cfg.animation.release, interpolator=assemble.interpolator(cfg))
+        took: list[tuple[int, float]] = []
+        line = avatar.say(LineRequest(text))
+        first = [None]
+
+        def tick(n: int, t: float) -> bool:
+            t0 = time.perf_counter()
+            avatar.tick(n, t)
+            if line.first_frame_at and first[0] is None:
+                first[0] = n
+            took.append((n, (time.perf_counter() - t0) * 1000))
+            return not (line.gen_done and avatar.idle) or n < 30
+
+        clock = FrameClock(fps, tick, spin_s=cfg.animation.spin_ms / 1000).start()
+        clock.join()
+        avatar.close()
+        sink.close()
+        rx.close()
+        f0 = first[0] or 0
+        slow = sorted(took, key=lambda x: -x[1])[:4]
+        out.append({"ticks": len(took), "tick_ms_p50": round(statistics.median(x for _, x in took), 3),
+                    "slowest": [(n - f0, round(ms, 2)) for n, ms in slow]})
+    if hasattr(backend, "close"):
+        backend.close()
+    return out
+
+
+def segment_entries(old_warm_up: bool) -> dict:
+    """What the clock pays when playback enters a segment whose tangent needs the next key (in a
+    fresh process, after the warm-up ``say`` does): the first entry vs the ones after it.
+    ``old_warm_up`` warms only what the warm-up did before this fix (the jitted kernels called
+    from jitted code), not ``fc_tangent`` called from Python."""
+    from runtime.animate import spline
+    from runtime.animate.timeline import Track
+
+    if old_warm_up:
+        t = np.array([0.0, 0.5, 1.0])
+        v = np.zeros((3, 61))
+        spline.monotone_cubic(t, v, np.array([0.25]))
+        out = np.zeros(61)
+        spline.hermite(v[0], v[1], out, out, 0.5, 0.5, out)
+    else:
+        spline.warm_up()
+    rng = np.random.default_rng(0)
+    took = []
+    for _ in range(5):
+        track = Track(np.zeros(61))
+        for k in range(1, 5):
+            track.add(0.2 * k, rng.uniform(0, 1, 61))
+        buf = np.zeros(61, dtype=np.float32)
+        seg = -1
+        while track.pos < track.end - 1e-9:
+            t0 = time.perf_counter()
+            track.advance(1 / 60, buf)
+            if track._seg_index != seg:
+                seg = track._seg_index
+                took.append((time.perf_counter() - t0) * 1000)
+    return {"old_warm_up": old_warm_up, "first_entry_ms": round(took[0], 3),
+            "later_entries_ms_median": round(statistics.median(took[1:]), 4)}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--text", default=LINE)
+    p.add_argument("--fps", type=float, default=60.0)
+    p.add_argument("--avatars", type=int, default=0, help="N avatars in one process instead of the CLI's say")
+    p.add_argument("--say-args", default="", help="more arguments for say (e.g. '--config my.toml')")
+    p.add_argument("--ticks", action="store_true", help="time each tick in this process (frame of the line)")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--entry", action="store_true", help="cost of the first segment entry, before/after the fix")
+    p.add_argument("--old-warm-up", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.entry and args.child:
+        print(json.dumps(segment_entries(args.old_warm_up)))
+        return 0
+    if args.entry:  # each measurement in a fresh process, as every say is
+        for old in (True, False):
+            for _ in range(args.runs):
+                cmd = [sys.executable, __file__, "--entry", "--child", *(["--old-warm-up"] if old else [])]
+                print(subprocess.run(cmd, capture_output=True, text=True,
+                                     env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout.strip())
+        return 0
+    if args.ticks:
+        for r in run_ticks(args.text, args.fps, args.runs):
+            print(json.dumps(r))
+        return 0
+    if args.avatars:
+        res = run_avatars(args.avatars, args.fps, args.runs)
+        for r in res:
+            print(json.dumps(r))
+        streams = res[:-1]
+        print(json.dumps({"avatars": args.avatars, "rounds": args.runs,
+                          "p99_dev_ms_median": statistics.median(r["p99_dev_ms"] for r in streams),
+                          "p99_dev_ms_worst": max(r["p99_dev_ms"] for r in streams),
+                          "missed": sum(r["missed"] for r in streams)}))
+        return 0
+    runs = []
+    for _ in range(args.runs):
+        r = run_say(args.text, args.fps, args.say_args.split())
+        print(json.dumps(r))
+        runs.append(r)
+    print(json.dumps({"runs": len(runs), "p99_dev_ms_median": statistics.median(r["p99_dev_ms"] for r in runs),
+                      "p99_dev_ms_worst": max(r["p99_dev_ms"] for r in runs),
+                      "max_dev_ms_worst": max(r["max_dev_ms"] for r in runs),
+                      "missed": sum(r["missed"] for r in runs)}))
+    return 0
+
+
+if __name__ == "__main__":
+    threading.current_thread().name = "say-pacing"
+    raise SystemExit(main())
