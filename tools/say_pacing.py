@@ -124,7 +124,7 @@ def run_avatars(n: int, fps: float, rounds: int) -> list[dict]:
     out = []
     for s in sinks:
         s.close()
-    for (port, conn, proc) in recv:
+    for (_, conn, proc) in recv:
         _, kernel, frames = conn.recv()
         proc.join(2)
         out.append(figures(kernel, frames, fps))
@@ -143,48 +143,52 @@ def run_ticks(text: str, fps: float, runs: int) -> list[dict]:
     wire figures. The slowest ticks of each run."""
     from runtime import assemble, config
     from runtime.animate.spline import warm_up
+
+    cfg = config.load(ROOT / "config.toml")
+    lang = assemble.language(cfg)
+    backend = assemble.backend(cfg, lang)
+    warm_up()
+    out = [_timed_line(cfg, backend, lang, text, fps) for _ in range(runs)]
+    if hasattr(backend, "close"):
+        backend.close()
+    return out
+
+
+def _timed_line(cfg, backend, lang, text: str, fps: float) -> dict:
+    from runtime import assemble
     from runtime.avatar import Avatar
     from runtime.clock import FrameClock
     from runtime.generate import LineRequest
     from runtime.sinks.fanout import Fanout
     from runtime.sinks.livelink import LiveLinkSink
 
-    cfg = config.load(ROOT / "config.toml")
-    lang = assemble.language(cfg)
-    backend = assemble.backend(cfg, lang)
-    warm_up()
-    out = []
-    for _ in range(runs):
-        rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # a receiver that is there (not read)
-        rx.bind(("127.0.0.1", 0))
-        sink = LiveLinkSink("127.0.0.1", rx.getsockname()[1], device_id=cfg.livelink.device_id,
-                            subject="t", fps=fps)
-        avatar = Avatar("t", backend, lang, Fanout([sink]), fps=fps, attack=cfg.animation.attack,
-                        release=cfg.animation.release, interpolator=assemble.interpolator(cfg))
-        took: list[tuple[int, float]] = []
-        line = avatar.say(LineRequest(text))
-        first = [None]
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # a receiver that is there (not read)
+    rx.bind(("127.0.0.1", 0))
+    sink = LiveLinkSink("127.0.0.1", rx.getsockname()[1], device_id=cfg.livelink.device_id,
+                        subject="t", fps=fps)
+    avatar = Avatar("t", backend, lang, Fanout([sink]), fps=fps, attack=cfg.animation.attack,
+                    release=cfg.animation.release, interpolator=assemble.interpolator(cfg))
+    took: list[tuple[int, float]] = []
+    line = avatar.say(LineRequest(text))
+    first = [None]
 
-        def tick(n: int, t: float) -> bool:
-            t0 = time.perf_counter()
-            avatar.tick(n, t)
-            if line.first_frame_at and first[0] is None:
-                first[0] = n
-            took.append((n, (time.perf_counter() - t0) * 1000))
-            return not (line.gen_done and avatar.idle) or n < 30
+    def tick(n: int, t: float) -> bool:
+        t0 = time.perf_counter()
+        avatar.tick(n, t)
+        if line.first_frame_at and first[0] is None:
+            first[0] = n
+        took.append((n, (time.perf_counter() - t0) * 1000))
+        return not (line.gen_done and avatar.idle) or n < 30
 
-        clock = FrameClock(fps, tick, spin_s=cfg.animation.spin_ms / 1000).start()
-        clock.join()
-        avatar.close()
-        sink.close()
-        rx.close()
-        f0 = first[0] or 0
-        slow = sorted(took, key=lambda x: -x[1])[:4]
-        out.append({"ticks": len(took), "tick_ms_p50": round(statistics.median(x for _, x in took), 3),
-                    "slowest": [(n - f0, round(ms, 2)) for n, ms in slow]})
-    if hasattr(backend, "close"):
-        backend.close()
-    return out
+    clock = FrameClock(fps, tick, spin_s=cfg.animation.spin_ms / 1000).start()
+    clock.join()
+    avatar.close()
+    sink.close()
+    rx.close()
+    f0 = first[0] or 0
+    slow = sorted(took, key=lambda x: -x[1])[:4]
+    return {"ticks": len(took), "tick_ms_p50": round(statistics.median(x for _, x in took), 3),
+            "slowest": [(n - f0, round(ms, 2)) for n, ms in slow]}
 
 
 def segment_entries(old_warm_up: bool) -> dict:
