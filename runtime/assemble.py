@@ -52,7 +52,8 @@ def local_backend(cfg: Config, lang: Language):
     return LlamaBackend(resolve(m.name), grammar(cfg, lang), n_threads=m.threads,
                         n_ctx=m.context, max_tokens=m.max_tokens, lora_path=str(lora) if lora else None,
                         n_gpu_layers=m.gpu_layers, language=lang,
-                        max_keyframes=cfg.keyframes.max_keyframes, onset=cfg.keyframes.onset)
+                        max_keyframes=cfg.keyframes.max_keyframes, onset=cfg.keyframes.onset,
+                        batch=m.batch)
 
 
 def interpolator(cfg: Config):

@@ -49,8 +49,11 @@ _gates: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _gates_lock = threading.Lock()
 
 
-def _gate(backend: Backend) -> threading.Lock:
-    """One lock per model backend, shared by every avatar that uses it."""
+def _gate(backend: Backend) -> threading.Lock | None:
+    """One lock per model backend, shared by every avatar that uses it; None for a backend that
+    generates several lines at once (``concurrent``: the local model's batch, a server pool)."""
+    if getattr(backend, "concurrent", False):
+        return None
     with _gates_lock:
         try:
             return _gates.setdefault(backend, threading.Lock())
@@ -189,6 +192,9 @@ class Avatar:
     def _generate(self, line: Line) -> None:
         parser = KeyframeParser(self.language)
         gate = _gate(self.backend)
+        if gate is None:  # lines of every avatar are generated together
+            self._generate_turn(line, parser)
+            return
         # Avatars share one model and take turns: the timeout counts from this avatar's turn, not
         # from its wait (an interrupt still ends the wait at once).
         while not gate.acquire(timeout=0.05):

@@ -29,6 +29,9 @@ class ModelConfig:
     gpu_layers: int = 0  # layers offloaded to a GPU when llama.cpp was built with one
     timeout: float = 10.0  # seconds a line may generate before it is ended gracefully
     process: bool = True  # run the model in its own process: its Python loop never delays the clock
+    batch: int = 8  # lines generated together (one llama_decode per step); more wait for a free slot
+    servers: list[str] = field(default_factory=list)  # a pool of completions servers (URLs) instead
+    server_slots: int = 1  # lines in flight per server (llama-server --parallel N: N)
 
 
 @dataclass

@@ -13,9 +13,10 @@ bounded inbox and wakes the loop once per batch. Each client has a control queue
 errors: never dropped) and a bounded frame queue that drops its own oldest frames, written by its
 own task, so a slow client falls behind alone.
 
-One model backend is shared by all avatars: a llama.cpp context per avatar would multiply memory
-and, on a small CPU, make both lines slower than taking turns (the backend's lock serialises
-them). An interrupt cancels only its own avatar's generation, which frees the model at once.
+One model backend is shared by all avatars: a llama.cpp context per avatar would multiply memory.
+It generates the lines of every avatar together, one batch step for all (``model.batch``), or
+spreads them over a pool of model servers (``model.servers``); a backend that cannot only takes
+one line at a time, and avatars take turns. An interrupt cancels only its own avatar's line.
 
 Security: loopback by default; any other address needs a token (``?token=`` or ``Authorization:
 Bearer``), compared in constant time, for the page and the socket alike. On loopback the Host header

@@ -102,7 +102,10 @@ def test_prefix_state_is_reused_and_lines_do_not_leak(local, language):
     b, _ = _run(local, language, req)
     assert a == b  # greedy decoding from the same rewound prefix state
     assert local.rewinds["cut"] + local.rewinds["restore"] >= cuts + 3
-    assert local.llm.n_tokens < local.prefix_tokens + 120  # only the line's own tokens were added
+    # the prefix's own sequence holds only the prefix; each line's sequence is gone with its line
+    mem = local.lib.llama_get_memory(local.llm._ctx.ctx)
+    assert local.lib.llama_memory_seq_pos_max(mem, 0) == local.prefix_tokens - 1
+    assert all(local.lib.llama_memory_seq_pos_max(mem, s) == -1 for s in range(1, local.batch + 1))
 
 
 @pytest.mark.model
@@ -124,9 +127,11 @@ def test_onset_leaves_before_the_model_reads_it(local, language):
     """Each clause's first keyframe is the onset of the chosen feeling, handed over before the
     feeling line is evaluated; the model writes the rest, after it."""
     req = LineRequest("She laughs at the joke, then suddenly looks worried.")
-    seen = []
-    for piece, _ in local.stream(req):
-        seen.append((piece, local.llm.n_tokens))
+    local.trace = seen = []  # (piece, the line's KV position when it was handed over)
+    try:
+        list(local.stream(req))
+    finally:
+        local.trace = None
     clause = LineRequest(clauses(req.text)[0])
     line_tokens = len(local.llm.tokenize(prompts.line_part(clause)[len(local._open):].encode(), add_bos=False,
                                          special=True))
@@ -148,10 +153,11 @@ def test_without_onset_the_model_writes_every_line(config, language):
     b = assemble.local_backend(config, language)
     try:
         req = LineRequest("He slams his fist on the table, furious.")
+        b.trace = seen = []
         first = next(iter(b.stream(req)))[0]
         line = len(b.llm.tokenize(prompts.line_part(req)[len(b._open):].encode(), add_bos=False, special=True))
         # the model evaluated the feeling line and decoded the first keyframe itself
-        assert b.llm.n_tokens > b.prefix_tokens + line + 3
+        assert seen[0][1] > b.prefix_tokens + line + 3
         assert "anger" == language.preset(first.split()[1])
     finally:
         b.close()
@@ -159,10 +165,10 @@ def test_without_onset_the_model_writes_every_line(config, language):
 
 @pytest.mark.model
 def test_grammar_is_checked_token_first(local, language):
-    checks, full = local.grammar.checks, local.grammar.full_checks
+    checks, full = local.grammar_counts["checks"], local.grammar_counts["full_checks"]
     _, keys = _run(local, language, LineRequest("He shrugs and looks at the clock."))
-    one = local.grammar.checks - checks
-    whole = local.grammar.full_checks - full
+    one = local.grammar_counts["checks"] - checks
+    whole = local.grammar_counts["full_checks"] - full
     # the whole vocabulary is masked once per keyframe (where the expression word starts) and
     # rarely otherwise; every other token costs one check
     assert one > whole and whole <= 2 * len(keys) + 2

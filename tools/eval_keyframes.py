@@ -101,6 +101,11 @@ def bench_kv(backend, prompts: list[dict]) -> None:
     from runtime.generate.prompt import LineRequest
 
     llm = backend.llm
+
+    def cut() -> None:  # the prefix's own sequence (0) back to the prefix; no line is generating
+        llm._ctx.kv_cache_seq_rm(0, backend.prefix_tokens, -1)
+        llm.n_tokens = backend.prefix_tokens
+
     times: dict[str, list[float]] = {"cut": [], "restore": [], "full": []}
     for p in prompts:
         # the prefix state holds the turn's opening; the line evaluates the rest (as the backend does)
@@ -109,7 +114,7 @@ def bench_kv(backend, prompts: list[dict]) -> None:
         for how in times:
             t0 = time.process_time()
             if how == "cut":
-                backend._rewind()
+                cut()
             elif how == "restore":
                 saved = backend._snapshot
                 llm._ctx.kv_cache_clear()
@@ -124,7 +129,7 @@ def bench_kv(backend, prompts: list[dict]) -> None:
                 llm.eval(llm.tokenize((backend.prefix + backend._open).encode(), add_bos=True, special=True))
             llm.eval(part)
             times[how].append(1000 * (time.process_time() - t0))
-    backend._rewind()
+    cut()
     print(json.dumps({"prefix_tokens": backend.prefix_tokens, "snapshot_bytes": len(backend._snapshot),
                       **{f"{k}_cpu_ms_median": round(statistics.median(v), 1) for k, v in times.items()}}))
 
@@ -186,8 +191,8 @@ def run(args, probe, backend, lang, prompts, calibrate: float, load_s: float) ->
         "first_keyframe_cpu_ms_median": round(1000 * statistics.median(firsts_cpu), 1) if firsts_cpu else None,
         "realtime_factor_cpu_median": round(statistics.median(rtfs_cpu), 2) if rtfs_cpu else None,
         "tokens_per_keyframe": round(statistics.mean(tpk), 2) if tpk else None,
-        "grammar_full_mask_share": round(backend.grammar.full_checks / max(backend.grammar.checks
-                                                                           + backend.grammar.full_checks, 1), 3),
+        "grammar_full_mask_share": round(backend.grammar_counts["full_checks"] / max(
+            backend.grammar_counts["checks"] + backend.grammar_counts["full_checks"], 1), 3),
     }
     print(json.dumps(summary) if args.json else f"segment accuracy: {summary['segment_accuracy']:.3f}  {summary}",
           flush=True)

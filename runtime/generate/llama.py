@@ -21,6 +21,18 @@ Measured effect of each piece and the speed figures: docs/BENCHMARKS.md (issue 3
 
 A line that tells a sequence is generated clause by clause (:func:`prompt.clauses`), the keyframe
 times continuing across clauses.
+
+**Lines generated together** (one batch): every line being generated is its own sequence in the
+KV cache (ids 1..``batch``; id 0 holds the prefix, which a new line gets with
+``llama_memory_seq_cp``, shared, not recomputed) with its own grammar sampler, feeling and onset.
+One thread (the batch loop) owns the llama.cpp context: each step it puts the next tokens of every
+active line (a joining line's prompt, or one token each) into one ``llama_decode`` and reads each
+line's logits with ``llama_get_logits_ith``. On a CPU one forward pass over eight sequences costs
+little more than over one (the weights are read once per step), so avatars sharing a model no
+longer take turns. A line joins at the next step; a cancelled line, or one whose decoding fails,
+leaves the batch alone (its sequence removed), and the others go on. Each line is a generator
+(:meth:`LlamaBackend._decode`) that yields the tokens to evaluate and receives their logits: the
+same decision code as one line alone.
 """
 
 from __future__ import annotations
@@ -28,14 +40,17 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import hashlib
+import itertools
 import json
 import logging
 import math
 import os
+import queue
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -132,8 +147,9 @@ def default_threads() -> int:
 class _Grammar:
     """llama.cpp's grammar sampler, asked about one token first and the whole vocabulary only if needed."""
 
-    def __init__(self, llama_cpp, vocab, text: str, n_vocab: int) -> None:
+    def __init__(self, llama_cpp, vocab, text: str, n_vocab: int, counts: dict[str, int] | None = None) -> None:
         self.lib = llama_cpp
+        self.counts = counts if counts is not None else {"checks": 0, "full_checks": 0}
         self.smpl = llama_cpp.llama_sampler_init_grammar(vocab, text.encode(), b"root")
         if not self.smpl:
             raise GenerationError("llama.cpp rejected the keyframe grammar")
@@ -142,11 +158,9 @@ class _Grammar:
         self._all = (llama_cpp.llama_token_data * n_vocab)()
         self._all_np = np.ctypeslib.as_array(self._all)
         self._all_arr = llama_cpp.llama_token_data_array(data=self._all, size=n_vocab, selected=-1, sorted=False)
-        self.full_checks = 0
-        self.checks = 0
 
     def allows(self, token: int) -> bool:
-        self.checks += 1
+        self.counts["checks"] += 1
         self._one[0].id, self._one[0].logit, self._one[0].p = token, 0.0, 0.0
         self._one_arr.size, self._one_arr.selected, self._one_arr.sorted = 1, -1, False
         self.lib.llama_sampler_apply(self.smpl, ctypes.byref(self._one_arr))
@@ -154,7 +168,7 @@ class _Grammar:
 
     def mask(self, logits: np.ndarray) -> np.ndarray:
         """``logits`` with every token the grammar rejects set to -inf (a new array)."""
-        self.full_checks += 1
+        self.counts["full_checks"] += 1
         self._all_np["id"] = np.arange(len(logits), dtype=np.int32)
         self._all_np["logit"] = logits
         self._all_np["p"] = 0.0
@@ -217,8 +231,78 @@ def weights_in_plain_cpu_buffers(llama_cpp, on: bool):
             lib.llama_model_default_params = default
 
 
+@contextlib.contextmanager
+def sequences_in_one_cache(llama_cpp, n_seq_max: int):
+    """While a context is made, ask llama.cpp for ``n_seq_max`` sequences in one unified KV cache
+    (``Llama()`` has no argument for either): the lines of a batch share the prefix's cells."""
+    lib = getattr(llama_cpp, "llama_cpp", None)
+    if n_seq_max <= 1 or lib is None or "n_seq_max" not in dict(lib.llama_context_params._fields_):
+        yield
+        return
+    with _PATCH_LOCK:
+        default = lib.llama_context_default_params
+
+        def params():
+            p = default()
+            p.n_seq_max = n_seq_max
+            if "kv_unified" in dict(lib.llama_context_params._fields_):
+                p.kv_unified = True
+            return p
+
+        lib.llama_context_default_params = params
+        try:
+            yield
+        finally:
+            lib.llama_context_default_params = default
+
+
+_END = object()  # a line's last message from the batch loop
+_ORDER = itertools.count()
+
+
+class _Seq:
+    """One line's sequence in the KV cache, with its own grammar sampler."""
+
+    __slots__ = ("id", "n_past", "grammar")
+
+    def __init__(self, seq_id: int, grammar: _Grammar) -> None:
+        self.id, self.n_past, self.grammar = seq_id, 0, grammar
+
+
+class _Job:
+    """One line in the batch: its program (a generator: tokens out, logits in) and its messages."""
+
+    def __init__(self, program: Callable[[_Seq, _Job], Generator[list[int], np.ndarray, None]],
+                 cancel: threading.Event | None) -> None:
+        self.make = program
+        self.cancel = cancel
+        self.out: queue.SimpleQueue = queue.SimpleQueue()  # (piece, tokens), then _END or an exception
+        self.abandoned = False  # the consumer stopped reading
+        self.seq: _Seq | None = None
+        self.program: Generator[list[int], np.ndarray, None] | None = None
+        self.pending: list[int] = []
+        self.stats: dict[str, float] = {}
+        self.trace: list | None = None
+        self.started = False  # it has emitted a piece
+        self.order = next(_ORDER)
+
+    def emit(self, piece: str, tokens: int) -> None:
+        self.started = True
+        if self.trace is not None:
+            self.trace.append((piece, self.seq.n_past if self.seq else -1))
+        self.out.put((piece, tokens))
+
+    @property
+    def stopped(self) -> bool:
+        return self.abandoned or (self.cancel is not None and self.cancel.is_set())
+
+
 class LlamaBackend:
-    """One loaded model. ``stream`` is not re-entrant: one line at a time per backend (a lock)."""
+    """One loaded model; ``stream`` may be called from many threads at once: up to ``batch`` lines
+    are generated together (one ``llama_decode`` per step), more wait for a free sequence."""
+
+    concurrent = True
+    PROMPT_TOKENS_PER_STEP = 32  # prompt tokens one step takes beyond the first line's (see _step)
 
     def __init__(self, model_path: str | Path, grammar: str, *, n_threads: int = 0,
                  n_ctx: int = 2048, max_tokens: int = 96, lora_path: str | None = None,
@@ -226,7 +310,7 @@ class LlamaBackend:
                  examples: list[tuple[str, str]] | None = None, language: Language | None = None,
                  calibrate: float = 1.0, split_clauses: bool = True, clause_keyframes: int = 3,
                  max_keyframes: int = 8, emotion_prior: float = 3.0, consistent: bool = True,
-                 cue_prior: float = 2.0, level_floor: int = 4, onset: bool = True) -> None:
+                 cue_prior: float = 2.0, level_floor: int = 4, onset: bool = True, batch: int = 8) -> None:
         try:
             import llama_cpp
             from llama_cpp import Llama
@@ -235,14 +319,19 @@ class LlamaBackend:
         t0 = time.perf_counter()
         threads = n_threads or default_threads()
         self.lib = llama_cpp
-        with weights_in_plain_cpu_buffers(llama_cpp, cpu_has_amx()):
+        self.batch = max(1, batch)
+        # every line's own tokens (~40 prompt, up to max_tokens generated) beside the shared prefix
+        n_ctx = max(n_ctx, 1024 + self.batch * (max_tokens + 64)) if self.batch > 1 else n_ctx
+        with weights_in_plain_cpu_buffers(llama_cpp, cpu_has_amx()), \
+                sequences_in_one_cache(llama_cpp, self.batch + 1):
             self.llm = Llama(model_path=str(model_path), n_ctx=n_ctx, n_threads=threads,
                              n_threads_batch=threads, n_gpu_layers=n_gpu_layers,
                              lora_path=lora_path, verbose=False, seed=0)
         self.vocab = self.llm._model.vocab
         self.n_vocab = self.llm.n_vocab()
         self.grammar_text = grammar
-        self.grammar = _Grammar(llama_cpp, self.vocab, grammar, self.n_vocab)
+        self.grammar_counts = {"checks": 0, "full_checks": 0}
+        self._grammars: list[_Grammar] = [self._new_grammar()]  # free samplers, one per line in use
         self.language = language or Language()
         self.max_tokens = max_tokens
         self.max_keyframes = max_keyframes
@@ -254,7 +343,6 @@ class LlamaBackend:
         self.cue_prior = cue_prior
         self.level_floor = level_floor
         self.onset = onset
-        self._lock = threading.Lock()
         self._pieces: dict[int, str] = {}
         self._word_presets: dict[int, frozenset[str]] = {}
         self.stats: dict[str, float] = {}
@@ -276,6 +364,17 @@ class LlamaBackend:
             "calibrate": calibrate, "emotion_prior": emotion_prior, "cue_prior": cue_prior,
             "level_floor": level_floor, "consistent": consistent, "clause_keyframes": clause_keyframes,
             "max_keyframes": max_keyframes, "words": self.language.words})
+        self._ctx = self.llm._ctx.ctx
+        self._mem = llama_cpp.llama_get_memory(self._ctx)
+        self._n_batch = self.llm.n_batch
+        self._batch = llama_cpp.llama_batch_init(self._n_batch, 0, 1)
+        self._free = list(range(self.batch, 0, -1))  # sequence ids for lines; 0 is the prefix
+        self._waiting: deque[_Job] = deque()
+        self._active: list[_Job] = []
+        self._cv = threading.Condition()
+        self._closed = False
+        self.trace: list | None = None  # tests: (piece, the line's KV position) as each is emitted
+        self.steps = 0  # llama_decode calls of the batch loop
         cached = self._cache.load()
         if cached is not None and self._restore(cached[0], prefix_ids):
             self.prefix_tokens = len(prefix_ids)
@@ -287,6 +386,8 @@ class LlamaBackend:
             # Cutting the cache back to the prefix is free; a snapshot covers caches that cannot be cut.
             self._snapshot = self._save_state()
         self.rewinds = {"cut": 0, "restore": 0}
+        self._loop_thread = threading.Thread(target=self._loop, name="llama-batch", daemon=True)
+        self._loop_thread.start()
         # first token of each feeling word -> its emotion (a token two emotions share decides nothing)
         self._feel_first: dict[str, int] = {}
         owners: dict[int, set[str]] = {}
@@ -341,39 +442,35 @@ class LlamaBackend:
         self.llm.n_tokens = len(prefix_ids)
         return True
 
-    def _rewind(self) -> None:
-        """Back to the state right after the prefix."""
-        if self.llm._ctx.kv_cache_seq_rm(0, self.prefix_tokens, -1):
-            self.llm.n_tokens = self.prefix_tokens
+    def _rewind(self, seq: _Seq) -> None:
+        """The line's sequence back to the state right after the prefix."""
+        if self.lib.llama_memory_seq_rm(self._mem, seq.id, self.prefix_tokens, -1):
             self.rewinds["cut"] += 1
-            return
-        self.rewinds["restore"] += 1
-        self.llm._ctx.kv_cache_clear()
-        buf = (ctypes.c_uint8 * len(self._snapshot)).from_buffer_copy(self._snapshot)
-        if not self.lib.llama_state_seq_set_data(self.llm._ctx.ctx, buf, len(self._snapshot), 0):
-            raise GenerationError("could not restore the prefix state")
-        self.llm.n_tokens = self.prefix_tokens
+        else:  # a cache that cannot be cut (recurrent): the whole sequence again from the prefix's
+            self.rewinds["restore"] += 1
+            self.lib.llama_memory_seq_rm(self._mem, seq.id, -1, -1)
+            self.lib.llama_memory_seq_cp(self._mem, 0, seq.id, -1, -1)
+        seq.n_past = self.prefix_tokens
 
-    def _eval_line(self, req: LineRequest) -> None:
-        """Evaluate the line's part of the prompt after the prefix (which holds the turn's opening)."""
+    def _line_ids(self, req: LineRequest) -> list[int]:
+        """The line's part of the prompt after the prefix (which holds the turn's opening)."""
         part = prompts.line_part(req, self.template)
-        self.llm.eval(self.llm.tokenize(part[len(self._open):].encode("utf-8"), add_bos=False, special=True))
+        return self.llm.tokenize(part[len(self._open):].encode("utf-8"), add_bos=False, special=True)
 
-    def _onset_ids(self, emotion: str) -> tuple[str, list[int]] | None:
+    def _onset_ids(self, grammar: _Grammar, emotion: str) -> tuple[str, list[int]] | None:
         """The onset line for ``emotion`` and its tokens, fed through the grammar; None (grammar
         reset) if the grammar refuses it, and the model writes the first line itself."""
         text = prompts.onset_line(emotion)
         ids = self.llm.tokenize(text.encode(), add_bos=False, special=False)
         for t in ids:
-            if not self.grammar.allows(t):
-                self.grammar.reset()
+            if not grammar.allows(t):
+                grammar.reset()
                 return None
-            self.grammar.accept(t)
+            grammar.accept(t)
         return text, ids
 
-    def _logits(self) -> np.ndarray:
-        ptr = self.lib.llama_get_logits_ith(self.llm._ctx.ctx, -1)
-        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).astype(np.float32, copy=True)
+    def _new_grammar(self) -> _Grammar:
+        return _Grammar(self.lib, self.vocab, self.grammar_text, self.n_vocab, self.grammar_counts)
 
     # -- tokens -----------------------------------------------------------------------------------
     def piece(self, token: int) -> str:
@@ -396,29 +493,29 @@ class LlamaBackend:
         return got
 
     # -- the choice of expression -----------------------------------------------------------------
-    def _expression_token(self, greedy: int, logits: np.ndarray, keep: str) -> int | None:
+    def _expression_token(self, grammar: _Grammar, greedy: int, logits: np.ndarray, keep: str) -> int | None:
         """Where a line's expression word may start: the greedy token when it is another time digit
         or an action (blink, look ...), else the likeliest allowed word start of the clause's
         emotion ``keep``. Checked token by token; None lets the caller fall back to the full mask."""
         presets = self._presets_of(greedy)
         if self.piece(greedy).strip().isdigit() or (presets and not presets & set(EMOTIONS)):
-            if self.grammar.allows(greedy):
+            if grammar.allows(greedy):
                 return greedy
         for t in sorted(self._starts.get(keep, ()), key=lambda t: -logits[t]):
-            if self.grammar.allows(t):
+            if grammar.allows(t):
                 return t
         return None
 
-    def _level_token(self, greedy: int, logits: np.ndarray, line: str) -> int | None:
+    def _level_token(self, grammar: _Grammar, greedy: int, logits: np.ndarray, line: str) -> int | None:
         """An emotion's level is at least ``level_floor``: a face that means it (a level-2 sadness
         reads as nothing). Neutral and actions keep any level."""
         m = _LEVEL_POS.match(line)
         if m is None or self.language.preset(m.group(1)) not in EMOTIONS[:-1]:
             return None
-        if int(self.piece(greedy).strip()) >= self.level_floor and self.grammar.allows(greedy):
+        if int(self.piece(greedy).strip()) >= self.level_floor and grammar.allows(greedy):
             return greedy
         for t in sorted(self._levels, key=lambda t: -logits[t]):
-            if int(self.piece(t).strip()) >= self.level_floor and self.grammar.allows(t):
+            if int(self.piece(t).strip()) >= self.level_floor and grammar.allows(t):
                 return t
         return None
 
@@ -430,9 +527,9 @@ class LlamaBackend:
         return name if name in self.language.preset_vectors else None
 
     # -- decoding ---------------------------------------------------------------------------------
-    def _feeling_mass(self) -> dict[str, float]:
+    def _feeling_mass(self, logits: np.ndarray) -> dict[str, float]:
         """Probability per emotion of the word after "They feel" (first tokens of FEELINGS words)."""
-        lg = self._logits().astype(np.float64)
+        lg = logits.astype(np.float64)
         ids = np.fromiter(self._feel_tokens, dtype=np.int64)
         p = np.exp(lg[ids] - lg[ids].max())
         p /= p.sum()
@@ -442,11 +539,11 @@ class LlamaBackend:
             mass[name] = mass.get(name, 0.0) + pt
         return mass
 
-    def _feel(self, req: LineRequest, calibrated: bool) -> tuple[str, str]:
+    def _feel(self, req: LineRequest, calibrated: bool, logits: np.ndarray) -> tuple[str, str]:
         """Decide the emotion where the answer says "They feel ...": the model's probabilities per
         emotion, divided by its content-free preference (calibration), plus priors for the request's
         ``emotion`` hint and for emotion words the text (or, half as much, the context) uses itself."""
-        mass = self._feeling_mass()
+        mass = self._feeling_mass(logits)
         hint = self._hint(req)
         cues = self.language.cues(req.text) if calibrated else set()
         context_cues = self.language.cues(req.context) if calibrated else set()
@@ -461,69 +558,108 @@ class LlamaBackend:
             score[name] = s
         best = max(score, key=score.__getitem__)
         self.last_scores = score
-        logits = self._logits()
         word = max(prompts.FEELINGS[best], key=lambda w: logits[self._feel_first[w]])
         return best, word
 
-    def _decode(self, req: LineRequest, keyframes: int, budget: int, *, calibrated: bool = True,
-                cancel: threading.Event | None = None) -> Iterator[tuple[str, int]]:
-        """Generate one clause: the feeling word, then keyframe lines (yielded as (piece, tokens))."""
-        self._rewind()
-        self.grammar.reset()
-        self._eval_line(req)
-        chosen, word = self._feel(req, calibrated)
+    def _decode(self, seq: _Seq, req: LineRequest, keyframes: int, budget: int,
+                emit: Callable[[str, int], None], *, calibrated: bool = True,
+                cancel: threading.Event | None = None) -> Generator[list[int], np.ndarray, None]:
+        """Generate one clause: the feeling word, then keyframe lines (emitted as (piece, tokens)).
+        Yields the tokens to evaluate next; the batch loop sends back the logits after the last."""
+        self._rewind(seq)
+        grammar = seq.grammar
+        grammar.reset()
+        logits = yield self._line_ids(req)
+        chosen, word = self._feel(req, calibrated, logits)
         # the feeling line is ours, not the model's: it goes into the context, never to the parser
         feel_ids = self.llm.tokenize(f" {word}.\n".encode(), add_bos=False, special=False)
         lines = 0
-        onset = self._onset_ids(chosen) if self.onset else None
+        onset = self._onset_ids(grammar, chosen) if self.onset else None
         if onset is not None:
             # The first keyframe leaves now, before the model evaluates it with the feeling line.
-            yield onset[0], len(onset[1])
+            emit(onset[0], len(onset[1]))
             lines = 1
             if lines >= keyframes or (cancel is not None and cancel.is_set()):
                 return
             feel_ids = feel_ids + onset[1]
-        self.llm.eval(feel_ids)
+        logits = yield feel_ids
         line = ""
         for _ in range(budget):
             if cancel is not None and cancel.is_set():
                 return
-            logits = self._logits()
             tok = int(np.argmax(logits))
             pick = None
             if self.consistent and _NAME_POS.match(line):
-                pick = self._expression_token(tok, logits, chosen)
+                pick = self._expression_token(grammar, tok, logits, chosen)
             elif self.level_floor and self.piece(tok).strip().isdigit():
-                pick = self._level_token(tok, logits, line)
+                pick = self._level_token(grammar, tok, logits, line)
             if pick is not None:
                 tok = pick
-            elif not self.grammar.allows(tok):
-                masked = self.grammar.mask(logits)
+            elif not grammar.allows(tok):
+                masked = grammar.mask(logits)
                 if not np.isfinite(masked).any():
                     return
                 tok = int(np.argmax(masked))
             if self.lib.llama_vocab_is_eog(self.vocab, tok):
                 return
-            self.grammar.accept(tok)
+            grammar.accept(tok)
             text = self.piece(tok)
             line += text
             if "\n" in text:
                 lines += 1
                 line = line.rsplit("\n", 1)[1]
                 if lines >= keyframes:  # this clause has its share; the line ended cleanly
-                    yield text, 1
+                    emit(text, 1)
                     return
-            yield text, 1
-            self.llm.eval([tok])
+            emit(text, 1)
+            logits = yield [tok]
+
+    def _line(self, seq: _Seq, job: _Job, subs: list[LineRequest], each: int) -> Generator[list[int], np.ndarray, None]:
+        """One line, clause by clause, on its own sequence: whole keyframe lines out, times continuing."""
+        cancel = job.cancel
+        t0 = time.perf_counter()
+        n = 0
+        first = None
+        budget = self.max_tokens
+        line, line_tokens = "", 0
+
+        def piece(text: str, tokens: int) -> None:
+            nonlocal n, first, line, line_tokens
+            n += tokens
+            line += text
+            line_tokens += tokens
+            if "\n" in line:
+                if first is None:
+                    first = time.perf_counter() - t0
+                done, line = line.rsplit("\n", 1)
+                job.emit(done + "\n", line_tokens)
+                line_tokens = 0
+
+        for sub in subs:
+            # Whole lines only: a clause cut off mid-line (budget, cancel) drops its partial line
+            # instead of gluing it to the next clause's first line.
+            line, line_tokens = "", 0
+            yield from self._decode(seq, sub, each, budget, piece, calibrated=self.calibrate > 0, cancel=cancel)
+            budget = self.max_tokens - n
+            if budget <= 0 or (cancel is not None and cancel.is_set()):
+                break
+        job.stats = {"tokens": n, "seconds": time.perf_counter() - t0,
+                     "first_keyframe_s": first if first is not None else float("nan"),
+                     "clauses": len(subs)}
 
     def _content_free(self) -> dict[str, float]:
         """log p(emotion) after "They feel", averaged over content-free inputs."""
         total: dict[str, float] = {}
-        for text in CONTENT_FREE:
-            self._rewind()
-            self._eval_line(LineRequest(text))
-            for k, v in self._feeling_mass().items():
-                total[k] = total.get(k, 0.0) + v / len(CONTENT_FREE)
+
+        def program(seq: _Seq, job: _Job):
+            for text in CONTENT_FREE:
+                self._rewind(seq)
+                logits = yield self._line_ids(LineRequest(text))
+                for k, v in self._feeling_mass(logits).items():
+                    total[k] = total.get(k, 0.0) + v / len(CONTENT_FREE)
+
+        for _ in self._run(_Job(program, None)):
+            pass
         return {k: math.log(max(v, 1e-6)) for k, v in total.items()}
 
     def stream(self, req: LineRequest, cancel: threading.Event | None = None) -> Iterator[tuple[str, int]]:
@@ -533,33 +669,173 @@ class LlamaBackend:
         # gets about the same time and the switch lands where the text puts it
         each = min(self.max_keyframes, self.clause_keyframes + 1) if len(parts) == 1 else max(
             2, min(self.clause_keyframes, self.max_keyframes // len(parts)))
-        budget = self.max_tokens
-        with self._lock:
-            t0 = time.perf_counter()
-            n = 0
-            first = None
-            for clause in parts:
-                sub = LineRequest(text=clause, context=req.context, emotion=req.emotion, id=req.id)
-                # Whole lines only: a clause cut off mid-line (budget, cancel) drops its partial line
-                # instead of gluing it to the next clause's first line.
-                line, line_tokens = "", 0
-                for piece, tokens in self._decode(sub, each, budget, calibrated=self.calibrate > 0,
-                                                  cancel=cancel):
-                    n += tokens
-                    line += piece
-                    line_tokens += tokens
-                    if "\n" in line:
-                        if first is None:
-                            first = time.perf_counter() - t0
-                        done, line = line.rsplit("\n", 1)
-                        yield done + "\n", line_tokens
-                        line_tokens = 0
-                budget = self.max_tokens - n
-                if budget <= 0 or (cancel is not None and cancel.is_set()):
-                    break
-            self.stats = {"tokens": n, "seconds": time.perf_counter() - t0,
-                          "first_keyframe_s": first if first is not None else float("nan"),
-                          "clauses": len(parts)}
+        subs = [LineRequest(text=clause, context=req.context, emotion=req.emotion, id=req.id) for clause in parts]
+        job = _Job(lambda seq, job: self._line(seq, job, subs, each), cancel)
+        for piece in self._run(job):
+            if cancel is not None and cancel.is_set():
+                continue  # queued before the cancel reached the batch loop: dropped, as if never made
+            yield piece
+        self.stats = job.stats
+
+    # -- the batch loop ---------------------------------------------------------------------------
+    def _run(self, job: _Job) -> Iterator[tuple[str, int]]:
+        """Hand ``job`` to the batch loop and yield its pieces until it ends (raising its error)."""
+        job.trace = self.trace
+        with self._cv:
+            if self._closed:
+                raise GenerationError("the model backend is closed")
+            self._waiting.append(job)
+            self._cv.notify()
+        try:
+            while True:
+                item = job.out.get()
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            job.abandoned = True  # a consumer that stopped early frees its sequence at the next step
+
+    def _loop(self) -> None:
+        while True:
+            with self._cv:
+                while not self._waiting and not self._active and not self._closed:
+                    self._cv.wait()
+                if self._closed:
+                    for job in [*self._active, *self._waiting]:
+                        self._end(job, GenerationError("the model backend was closed"))
+                    self._waiting.clear()
+                    return
+                joining = []
+                while self._waiting and self._free:
+                    joining.append(self._waiting.popleft())
+            for job in joining:
+                self._admit(job)
+            try:
+                self._step()
+            except Exception as e:  # a bug in the loop itself: end every line, keep serving
+                log.exception("batch loop step failed")
+                for job in list(self._active):
+                    self._end(job, GenerationError(f"generation failed: {e}"))
+
+    def _admit(self, job: _Job) -> None:
+        seq_id = self._free.pop()
+        grammar = self._grammars.pop() if self._grammars else self._new_grammar()
+        job.seq = _Seq(seq_id, grammar)
+        self.lib.llama_memory_seq_rm(self._mem, seq_id, -1, -1)
+        self.lib.llama_memory_seq_cp(self._mem, 0, seq_id, -1, -1)  # the prefix, shared
+        job.seq.n_past = self.prefix_tokens
+        self._active.append(job)
+        try:
+            job.program = job.make(job.seq, job)
+        except Exception as e:
+            self._end(job, e)
+            return
+        self._advance(job, None)
+
+    def _advance(self, job: _Job, logits: np.ndarray | None) -> None:
+        """Run the line's program to its next evaluation; end the line if it is done or fails."""
+        try:
+            nxt = next(job.program) if logits is None else job.program.send(logits)
+        except StopIteration:
+            self._end(job)
+            return
+        except Exception as e:  # this line's own failure: only it ends
+            log.error("line failed in the batch: %s: %s", type(e).__name__, e)
+            self._end(job, e if isinstance(e, GenerationError) else GenerationError(f"{type(e).__name__}: {e}"))
+            return
+        if not nxt:
+            self._end(job, GenerationError("a line asked to evaluate nothing"))
+            return
+        job.pending = list(nxt)
+
+    def _end(self, job: _Job, error: BaseException | None = None) -> None:
+        if job.program is not None:
+            with contextlib.suppress(Exception):
+                job.program.close()
+            job.program = None
+        if job in self._active:
+            self._active.remove(job)
+        if job.seq is not None:
+            self.lib.llama_memory_seq_rm(self._mem, job.seq.id, -1, -1)
+            self._free.append(job.seq.id)
+            self._grammars.append(job.seq.grammar)
+            job.seq = None
+        job.out.put(error if error is not None else _END)
+
+    def _step(self) -> None:
+        """One ``llama_decode`` over the next tokens of every active line."""
+        for job in list(self._active):
+            if job.stopped:
+                self._end(job)
+        if not self._active:
+            return
+        plan: list[tuple[_Job, int, int]] = []  # (job, tokens taken, batch row of its logits or -1)
+        # Every generating line advances one token. Prompts (several tokens) cost in proportion, so
+        # a step takes about one line's prompt: lines that have no keyframe yet first, oldest first.
+        # Eight lines said at once then get their first keyframes one after another, not all at
+        # the end of one long step; a line alone gets its whole prompt at once.
+        singles = [j for j in self._active if len(j.pending) == 1]
+        multi = sorted((j for j in self._active if len(j.pending) > 1), key=lambda j: (j.started, j.order))
+        room = self._n_batch - len(singles)
+        for job in singles:
+            plan.append((job, 1, -1))
+        budget = self.PROMPT_TOKENS_PER_STEP
+        for k, job in enumerate(multi):
+            take = min(len(job.pending), room, len(job.pending) if k == 0 else budget)
+            if take <= 0:
+                break
+            plan.append((job, take, -1))
+            room -= take
+            budget -= take
+        while plan:
+            b = self._batch
+            i = 0
+            for k, (job, take, _) in enumerate(plan):
+                pos = job.seq.n_past
+                for j in range(take):
+                    b.token[i] = job.pending[j]
+                    b.pos[i] = pos + j
+                    b.n_seq_id[i] = 1
+                    b.seq_id[i][0] = job.seq.id
+                    b.logits[i] = 0
+                    i += 1
+                if take == len(job.pending):  # its last pending token: the line decides next
+                    b.logits[i - 1] = 1
+                    plan[k] = (job, take, i - 1)
+            b.n_tokens = i
+            ret = self.lib.llama_decode(self._ctx, b)
+            self.steps += 1
+            if ret == 0:
+                break
+            # Only the line that cannot fit fails: on "no KV slot" (1) llama.cpp restored the cache,
+            # so the one using the most is dropped and the step retried without it.
+            if ret == 1 and len(plan) > 1:
+                worst = max(plan, key=lambda p: (p[0].seq.n_past + p[1], p[1]))
+                plan = [(j, t, -1) for j, t, _ in plan if j is not worst[0]]
+                self._end(worst[0], GenerationError("the model's context is full; line ended"))
+                continue
+            for job, _, _ in plan:
+                self._end(job, GenerationError(f"llama_decode failed ({ret})"))
+            return
+        for job, take, row in plan:
+            job.seq.n_past += take
+            del job.pending[:take]
+            if row >= 0:
+                ptr = self.lib.llama_get_logits_ith(self._ctx, row)
+                logits = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).astype(np.float32, copy=True)
+                self._advance(job, logits)
 
     def close(self) -> None:
-        self.grammar.close()
+        with self._cv:
+            self._closed = True
+            self._cv.notify()
+        if self._loop_thread.is_alive() and threading.current_thread() is not self._loop_thread:
+            self._loop_thread.join(5)
+        for g in self._grammars:
+            g.close()
+        self._grammars = []
+        if self._batch is not None:
+            self.lib.llama_batch_free(self._batch)
+            self._batch = None

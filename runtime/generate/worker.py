@@ -4,15 +4,21 @@ llama-cpp-python runs a Python loop per token that holds the GIL; in the same pr
 clock that loop delays ticks. In a child process it cannot, and a model that crashes takes only
 the child with it: the line ends with an error, the child is started again, the face goes on.
 
-The child builds the same backend ``assemble.backend`` would and streams ``(piece, tokens)``
-messages back over a pipe; a shared event cancels a line.
+The child builds the same backend ``assemble.backend`` would; each line sent to it (tagged with an
+id) runs on a thread of its own there, so the backend generates all of them in one batch, and its
+``(piece, tokens)`` messages come back over the pipe with that id. A reader thread here routes them
+to the lines waiting; a ``cancel`` message ends one line only. If the child dies, every line in
+flight ends with an error and the child is started again.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
 import multiprocessing as mp
 import os
+import queue
 import threading
 import time
 from collections.abc import Iterator
@@ -36,7 +42,7 @@ def _yield_to_the_clock() -> None:
         pass
 
 
-def _child(cfg, conn, cancel) -> None:
+def _child(cfg, conn) -> None:
     import signal
 
     from runtime import assemble
@@ -50,121 +56,198 @@ def _child(cfg, conn, cancel) -> None:
         conn.send(("failed", f"{type(e).__name__}: {e}"))
         return
     conn.send(("ready", getattr(backend, "load_seconds", 0.0)))
-    while True:
-        try:
-            req = conn.recv()
-        except (EOFError, OSError):
-            return
-        if req is None:
-            return
+    send_lock = threading.Lock()
+    cancels: dict[int, threading.Event] = {}
+
+    def send(msg: tuple) -> None:
+        with send_lock:
+            conn.send(msg)
+
+    def line(lid: int, req: LineRequest, cancel: threading.Event) -> None:
+        # one thread per line: the backend batches the lines of all of them (LlamaBackend.batch)
         try:
             for piece, tokens in backend.stream(req, cancel):
-                conn.send(("piece", piece, tokens))
-            conn.send(("end",))
+                send(("piece", lid, piece, tokens))
+            send(("end", lid))
+        except (OSError, EOFError):
+            return  # the parent is gone
         except Exception as e:
-            conn.send(("error", f"{type(e).__name__}: {e}"))
+            with contextlib.suppress(OSError):
+                send(("error", lid, f"{type(e).__name__}: {e}"))
+        finally:
+            cancels.pop(lid, None)
+
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if msg is None:
+            return
+        if msg[0] == "line":
+            _, lid, req = msg
+            ev = cancels[lid] = threading.Event()
+            threading.Thread(target=line, args=(lid, req, ev), name=f"line-{lid}", daemon=True).start()
+        elif msg[0] == "cancel":
+            ev = cancels.get(msg[1])
+            if ev is not None:
+                ev.set()
+
+
+class _Generation:
+    """One child process and the reader thread that routes its messages to the lines waiting."""
+
+    def __init__(self, ctx, cfg, start_timeout: float) -> None:
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_child, args=(cfg, child), name="keyframeface-model", daemon=True)
+        self.proc.start()
+        child.close()
+        self.lines: dict[int, queue.SimpleQueue] = {}
+        self.lock = threading.Lock()  # sends, and the lines table
+        self.dead = False
+        if not self.conn.poll(start_timeout):
+            self.proc.kill()
+            raise GenerationError(f"model process did not start within {start_timeout:.0f} s")
+        try:
+            msg = self.conn.recv()
+        except EOFError:  # it died without a word: a crash in native code, or killed
+            self.proc.join(5)
+            raise GenerationError(f"model process died while loading the model (exit code "
+                                  f"{self.proc.exitcode})") from None
+        if msg[0] != "ready":
+            self.proc.join(1)
+            raise GenerationError(msg[1])
+        self.reader = threading.Thread(target=self._read, name="model-reader", daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                msg = self.conn.recv()
+            except (EOFError, OSError):
+                break
+            q = self.lines.get(msg[1])
+            if q is not None:
+                q.put(msg)
+        self.dead = True
+        with self.lock:
+            waiting = list(self.lines.values())
+        for q in waiting:
+            q.put(("died",))
+
+    def send(self, msg: tuple) -> bool:
+        with self.lock:
+            try:
+                self.conn.send(msg)
+                return True
+            except (OSError, ValueError):
+                return False
+
+    def open(self, lid: int) -> queue.SimpleQueue:
+        q: queue.SimpleQueue = queue.SimpleQueue()
+        with self.lock:
+            self.lines[lid] = q
+        if self.dead:
+            q.put(("died",))
+        return q
+
+    def close_line(self, lid: int) -> None:
+        with self.lock:
+            self.lines.pop(lid, None)
+
+    def stop(self) -> None:
+        self.send(None)
+        self.proc.join(2)
+        if self.proc.is_alive():
+            self.proc.kill()
+        self.conn.close()
 
 
 class ProcessBackend:
-    """Same interface as the in-process backend; the model lives in a child process."""
+    """Same interface as the in-process backend; the model lives in a child process. Lines from
+    many threads at once are all sent to the child, which generates them in one batch."""
+
+    concurrent = True
 
     def __init__(self, cfg, start_timeout: float = 300.0) -> None:
         self.cfg = cfg
         self.start_timeout = start_timeout
         self._ctx = mp.get_context("spawn")
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # starting and restarting the child
+        self._ids = itertools.count(1)
         self.restarts = 0
         self._start()
 
     def _start(self) -> None:
         t0 = time.perf_counter()
-        self._conn, child = self._ctx.Pipe()
-        self._cancel = self._ctx.Event()
-        self._proc = self._ctx.Process(target=_child, args=(self.cfg, child, self._cancel),
-                                       name="keyframeface-model", daemon=True)
-        self._proc.start()
-        child.close()
-        if not self._conn.poll(self.start_timeout):
-            self._proc.kill()
-            raise GenerationError(f"model process did not start within {self.start_timeout:.0f} s")
-        try:
-            msg = self._conn.recv()
-        except EOFError:  # it died without a word: a crash in native code, or killed
-            self._proc.join(5)
-            raise GenerationError(f"model process died while loading the model (exit code "
-                                  f"{self._proc.exitcode})") from None
-        if msg[0] != "ready":
-            self._proc.join(1)
-            raise GenerationError(msg[1])
+        self._gen = _Generation(self._ctx, self.cfg, self.start_timeout)
         self.load_seconds = time.perf_counter() - t0
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid
+        return self._gen.proc.pid
 
     def stream(self, req: LineRequest, cancel: threading.Event | None = None) -> Iterator[tuple[str, int]]:
         with self._lock:
-            if not self._proc.is_alive():
-                self._restart("model process was not running")
-            self._cancel.clear()
-            self._conn.send(req)
-            finished = False
-            try:
-                while True:
-                    if cancel is not None and cancel.is_set():
-                        self._cancel.set()
-                    try:
-                        msg = self._next()
-                    except GenerationError:
-                        finished = True  # a fresh child: nothing of this line left to drain
-                        raise
-                    if msg is None:
-                        continue
-                    if msg[0] == "piece":
-                        if not self._cancel.is_set():
-                            yield msg[1], msg[2]
-                        continue
-                    finished = True
-                    if msg[0] == "error":
-                        raise GenerationError(msg[1])
-                    return
-            finally:
-                if not finished:  # the caller stopped early: drain this line so the next starts clean
-                    self._cancel.set()
-                    deadline = time.monotonic() + 5.0
-                    while time.monotonic() < deadline:
-                        msg = self._next()
-                        if msg is not None and msg[0] != "piece":
-                            break
+            if not self._gen.proc.is_alive() or self._gen.dead:
+                self._restart(self._gen, "model process was not running")
+            gen = self._gen
+        lid = next(self._ids)
+        q = gen.open(lid)
+        gen.send(("line", lid, req))
+        finished = cancelled = False
+        try:
+            while True:
+                if cancel is not None and cancel.is_set() and not cancelled:
+                    cancelled = gen.send(("cancel", lid)) or True
+                try:
+                    msg = q.get(timeout=0.02)
+                except queue.Empty:
+                    if not gen.proc.is_alive() and not gen.dead:
+                        msg = ("died",)
                     else:
-                        self._restart("model process did not stop a cancelled line")
+                        continue
+                kind = msg[0]
+                if kind == "piece":
+                    if not cancelled:
+                        yield msg[2], msg[3]
+                    continue
+                finished = True
+                if kind == "died":
+                    self._restart(gen, f"model process died (exit code {gen.proc.exitcode})")
+                    raise GenerationError("the model process died mid-line; it was restarted")
+                if kind == "error":
+                    raise GenerationError(msg[2])
+                return
+        finally:
+            if not finished:  # the caller stopped early: end this line in the child, drain it
+                gen.send(("cancel", lid))
+                deadline = time.monotonic() + 5.0
+                while time.monotonic() < deadline:
+                    try:
+                        msg = q.get(timeout=0.05)
+                    except queue.Empty:
+                        if gen.dead or not gen.proc.is_alive():
+                            break
+                        continue
+                    if msg[0] != "piece":
+                        break
+                else:
+                    self._restart(gen, "model process did not stop a cancelled line")
+            gen.close_line(lid)
 
-    def _next(self) -> tuple | None:
-        """The next message, or None after a short wait; restarts a dead child and raises."""
-        try:
-            if not self._conn.poll(0.02):
-                if not self._proc.is_alive():
-                    raise EOFError
-                return None
-            return self._conn.recv()
-        except (EOFError, OSError):
-            self._restart(f"model process died (exit code {self._proc.exitcode})")
-            raise GenerationError("the model process died mid-line; it was restarted") from None
-
-    def _restart(self, why: str) -> None:
-        log.error("%s; starting it again", why)
-        self.restarts += 1
-        try:
-            self._proc.kill()
-        except Exception:
-            pass
-        self._start()
+    def _restart(self, gen: _Generation, why: str) -> None:
+        """Start a new child in place of ``gen`` (once: lines that saw the same death share it)."""
+        with self._lock:
+            if gen is not self._gen:
+                return
+            log.error("%s; starting it again", why)
+            self.restarts += 1
+            try:
+                gen.proc.kill()
+            except Exception:
+                pass
+            self._start()
 
     def close(self) -> None:
-        try:
-            self._conn.send(None)
-        except OSError:
-            pass
-        self._proc.join(2)
-        if self._proc.is_alive():
-            self._proc.kill()
+        self._gen.stop()
