@@ -27,14 +27,16 @@ def grammar(cfg: Config, lang: Language) -> str:
 
 
 def backend(cfg: Config, lang: Language):
-    """The backend for ``cfg.model``: a remote completions server when the model is named by URL
-    (``http://host:8080``); else llama.cpp, in a child process when ``model.process`` is set."""
+    """The backend for ``cfg.model``: a pool of completions servers (``model.servers``) or one, when
+    the model is named by URL (``http://host:8080``); else llama.cpp, in a child process when
+    ``model.process`` is set."""
     from runtime.generate.server import ServerBackend, is_url
 
     m = cfg.model
-    if is_url(m.name):
-        return ServerBackend(m.name, grammar(cfg, lang), max_tokens=m.max_tokens, timeout=m.timeout,
-                             max_keyframes=cfg.keyframes.max_keyframes)
+    if m.servers or is_url(m.name):
+        return ServerBackend(m.servers or m.name, grammar(cfg, lang), max_tokens=m.max_tokens,
+                             timeout=m.timeout, max_keyframes=cfg.keyframes.max_keyframes,
+                             slots=m.server_slots)
     if m.process:
         from runtime.generate.worker import ProcessBackend
 

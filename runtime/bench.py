@@ -8,7 +8,9 @@ Every figure comes from one run, on the embedded default model, with its baselin
 * pacing: 60 fps to a Live Link receiver in another process, timestamped there, while the model
   generates continuously in this process;
 * throughput: spline frames per second on one core (scipy's PCHIP beside it), learned in-betweens,
-  and how many avatars one process drives at 60 fps.
+  and how many avatars one process drives at 60 fps;
+* lines at once: 1, 2, 4 and 8 lines started together on the one model (several avatars at the
+  same moment): first keyframe (median, max) and tokens per second over all lines.
 """
 
 from __future__ import annotations
@@ -86,6 +88,52 @@ def generation(backend, lang, lines: list[str], release: float, onset: bool = Tr
             "ttfk_model_ms_median": statistics.median(ttfk_model),
             "tokens_per_keyframe_median": statistics.median(tpk),
             "realtime_factor": statistics.median(rtf), "keyframes_per_line_median": statistics.median(kcount)}
+
+
+def concurrency(backend, lang, counts=(1, 2, 4, 8), rounds: int = 3) -> dict:
+    """Lines started together (as from that many avatars at the same moment), ``rounds`` times each:
+    median and max text -> first keyframe over every line, and tokens per second over all of them
+    (every line's tokens / the time until the last one ended). The 1-line figure is the baseline
+    of the same run: compare against it, not against another day's."""
+    from runtime.generate import LineRequest, stream_keyframes
+    from runtime.keyframes.parser import KeyframeParser
+
+    out = {}
+    for n in counts:
+        firsts: list[float] = []
+        tokens = 0
+        seconds = 0.0
+        for r in range(rounds):
+            texts = [LINES[(r * n + i) % len(LINES)] for i in range(n)]
+            start = threading.Barrier(n + 1)
+            got: list[tuple[float | None, int]] = [(None, 0)] * n
+
+            def line(i: int, text: str, start=start, got=got) -> None:
+                start.wait()
+                t0 = time.perf_counter()
+                first, count = None, 0
+                for kf in stream_keyframes(backend, KeyframeParser(lang), LineRequest(text)):
+                    if first is None:
+                        first = (time.perf_counter() - t0) * 1000
+                    count += kf.tokens
+                got[i] = (first, count)
+
+            threads = [threading.Thread(target=line, args=(i, t), daemon=True) for i, t in enumerate(texts)]
+            for t in threads:
+                t.start()
+            start.wait()
+            t0 = time.perf_counter()
+            for t in threads:
+                t.join()
+            seconds += time.perf_counter() - t0
+            firsts += [f for f, _ in got if f is not None]
+            tokens += sum(c for _, c in got)
+        out[f"concurrent_{n}"] = {"first_keyframe_ms_median": round(statistics.median(firsts), 1) if firsts else None,
+                                  "first_keyframe_ms_max": round(max(firsts), 1) if firsts else None,
+                                  "tokens_per_s": round(tokens / seconds, 1), "lines": n * rounds,
+                                  "lines_with_keyframes": len(firsts)}
+        _progress(len(out), len(counts), "lines at once")
+    return out
 
 
 def paper_format_tokens(backend, lang, lines: list[str], model: str) -> float:
@@ -285,7 +333,8 @@ def max_avatars(cfg, candidates=(50, 100, 200, 400, 800, 1000, 1500)) -> dict:
     return {"max_avatars_60fps": best, "avatars_p99_dev_ms": table}
 
 
-def run(cfg, *, pacing_seconds: float = 20.0, lines: int = 12) -> dict:
+def run(cfg, *, pacing_seconds: float = 20.0, lines: int = 12, concurrent=(1, 2, 4, 8),
+        only_concurrency: bool = False) -> dict:
     from runtime import assemble
 
     t0 = time.perf_counter()
@@ -299,6 +348,12 @@ def run(cfg, *, pacing_seconds: float = 20.0, lines: int = 12) -> dict:
     from runtime.generate import LineRequest
 
     list(backend.stream(LineRequest("Hello.")))
+    if concurrent:
+        result.update(concurrency(backend, lang, concurrent))
+    if only_concurrency:
+        if hasattr(backend, "close"):
+            backend.close()
+        return result
     result["onset"] = cfg.keyframes.onset
     result.update(generation(backend, lang, texts, cfg.animation.release, cfg.keyframes.onset))
     result["paper_format_tokens_per_keyframe"] = paper_format_tokens(backend, lang, texts, cfg.model.name)

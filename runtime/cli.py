@@ -247,7 +247,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from runtime import bench
 
     cfg = _config(args)
-    result = bench.run(cfg, pacing_seconds=args.seconds, lines=args.lines)
+    counts = tuple(int(x) for x in args.concurrent.split(",") if x.strip()) if args.concurrent else ()
+    result = bench.run(cfg, pacing_seconds=args.seconds, lines=args.lines, concurrent=counts,
+                       only_concurrency=args.only_concurrency)
     print(bench.table(result))
     if args.json:
         print(json.dumps(result))
@@ -366,6 +368,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object last")
     p.add_argument("--seconds", type=float, default=20.0, help="pacing run length")
     p.add_argument("--lines", type=int, default=12, help="lines for the latency figures (>= 10)")
+    p.add_argument("--concurrent", default="1,2,4,8",
+                   help="lines started together, for the concurrency figures ('' skips them)")
+    p.add_argument("--only-concurrency", action="store_true", help="only the lines-at-once figures")
     _common(p)
     p.set_defaults(func=cmd_bench)
     p = sub.add_parser("demo", help="render and stream a demo line (the README's first command)")

@@ -375,6 +375,7 @@ class LlamaBackend:
         self._closed = False
         self.trace: list | None = None  # tests: (piece, the line's KV position) as each is emitted
         self.steps = 0  # llama_decode calls of the batch loop
+        self.peak_active = 0  # most lines in one step so far
         cached = self._cache.load()
         if cached is not None and self._restore(cached[0], prefix_ids):
             self.prefix_tokens = len(prefix_ids)
@@ -707,16 +708,15 @@ class LlamaBackend:
                         self._end(job, GenerationError("the model backend was closed"))
                     self._waiting.clear()
                     return
-                joining = []
-                while self._waiting and self._free:
-                    joining.append(self._waiting.popleft())
-            for job in joining:
-                self._admit(job)
+                joining = [self._waiting.popleft() for _ in range(min(len(self._waiting), len(self._free)))]
             try:
+                for job in joining:
+                    self._admit(job)
+                self.peak_active = max(self.peak_active, len(self._active))
                 self._step()
             except Exception as e:  # a bug in the loop itself: end every line, keep serving
                 log.exception("batch loop step failed")
-                for job in list(self._active):
+                for job in [*self._active, *(j for j in joining if j not in self._active and j.seq is None)]:
                     self._end(job, GenerationError(f"generation failed: {e}"))
 
     def _admit(self, job: _Job) -> None:

@@ -81,13 +81,10 @@ class SSEDecoder:
                 out.append(text)
 
 
-class ServerBackend:
-    """Streams keyframe text from a completions server; one line at a time per backend (a lock)."""
+class _Server:
+    """One completions server of the pool: where it is, its prompt template, how busy it is."""
 
-    def __init__(self, url: str, grammar: str, *, max_tokens: int = 96, timeout: float = 10.0,
-                 max_keyframes: int = 8, clause_keyframes: int = 3, split_clauses: bool = True,
-                 model: str = "", system: str = prompts.SYSTEM,
-                 examples: list[tuple[str, str]] | None = None) -> None:
+    def __init__(self, url: str, system: str, examples: list[tuple[str, str]] | None) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ServerError(f"model server URL {url!r}: expected http://HOST:PORT")
@@ -98,6 +95,38 @@ class ServerBackend:
         if self.template not in prompts.TEMPLATES:
             raise ServerError(f"model server URL {url!r}: unknown prompt template {self.template!r} "
                               f"(known: {', '.join(prompts.TEMPLATES)})")
+        self.prefix = prompts.prefix(system, examples, self.template)
+        self.label = f"{self.host}:{self.port}"
+        self.in_flight = 0
+        self.down_until = 0.0  # monotonic time before which a failed server gets no new line
+        self.lines = 0
+        self.failures = 0
+
+
+class ServerBackend:
+    """Streams keyframe text from one completions server or a pool of them.
+
+    Lines from many threads at once (``concurrent``): each line goes to the server with the fewest
+    lines in flight (at most ``slots`` each: llama-server's ``--parallel``), and waits for a free
+    slot when every server is busy. A server that fails (refused, reset, timed out, an HTTP error)
+    ends the line it was writing, with an error, and gets no new line for ``retry_after`` seconds:
+    the next lines go to the others. When every server has failed, a new line tries the one that
+    failed longest ago (it may be back).
+    """
+
+    concurrent = True
+
+    def __init__(self, url: str | list[str], grammar: str, *, max_tokens: int = 96, timeout: float = 10.0,
+                 max_keyframes: int = 8, clause_keyframes: int = 3, split_clauses: bool = True,
+                 model: str = "", system: str = prompts.SYSTEM,
+                 examples: list[tuple[str, str]] | None = None, slots: int = 1,
+                 retry_after: float = 10.0) -> None:
+        urls = [url] if isinstance(url, str) else list(url)
+        if not urls:
+            raise ServerError("no model server URL given")
+        self.servers = [_Server(u, system, examples) for u in urls]
+        first = self.servers[0]
+        self.host, self.port, self.template, self.prefix = first.host, first.port, first.template, first.prefix
         # the answer opens with the feeling word ("They feel sad."), as in the examples; that line is
         # the model's own here (no logits to calibrate it) and never reaches the parser
         self.grammar = ('root ::= feel body\nfeel ::= " " [a-z]{1,20} ".\\n"\n'
@@ -108,28 +137,62 @@ class ServerBackend:
         self.clause_keyframes = clause_keyframes
         self.split_clauses = split_clauses
         self.model = model
-        self.prefix = prompts.prefix(system, examples, self.template)
+        self.slots = max(1, slots)
+        self.retry_after = retry_after
         self.stats: dict[str, float] = {}
-        self._lock = threading.Lock()
+        self._cv = threading.Condition()
+        self._turn = 0  # spreads ties between equally busy servers
 
-    def _connect(self) -> http.client.HTTPConnection:
-        cls = http.client.HTTPSConnection if self.https else http.client.HTTPConnection
-        return cls(self.host, self.port, timeout=self.timeout)
+    # -- the pool ---------------------------------------------------------------------------------
+    def _acquire(self, cancel: threading.Event | None) -> _Server | None:
+        """A server with a free slot (None if cancelled while every one was busy)."""
+        with self._cv:
+            while True:
+                now = time.monotonic()
+                free = [s for s in self.servers if s.in_flight < self.slots]
+                up = [s for s in free if s.down_until <= now]
+                if not up and free and all(s.down_until > now for s in self.servers):
+                    up = [min(free, key=lambda s: s.down_until)]  # all failed: try the oldest failure
+                if up:
+                    self._turn += 1
+                    n = len(self.servers)
+                    best = min(up, key=lambda s: (s.in_flight, (self.servers.index(s) - self._turn) % n))
+                    best.in_flight += 1
+                    best.lines += 1
+                    return best
+                if cancel is not None and cancel.is_set():
+                    return None
+                self._cv.wait(0.05)
 
-    def _clause(self, req: LineRequest, keyframes: int, budget: int,
+    def _release(self, server: _Server, failed: bool) -> None:
+        with self._cv:
+            server.in_flight -= 1
+            if failed:
+                server.failures += 1
+                server.down_until = time.monotonic() + self.retry_after
+            else:
+                server.down_until = 0.0
+            self._cv.notify_all()
+
+    def _connect(self, server: _Server) -> http.client.HTTPConnection:
+        cls = http.client.HTTPSConnection if server.https else http.client.HTTPConnection
+        return cls(server.host, server.port, timeout=self.timeout)
+
+    def _clause(self, server: _Server, req: LineRequest, keyframes: int, budget: int,
                 cancel: threading.Event | None) -> Iterator[str]:
-        body = completion_request(self.prefix + prompts.line_part(req, self.template), self.grammar,
+        body = completion_request(server.prefix + prompts.line_part(req, server.template), self.grammar,
                                   max_tokens=budget, model=self.model)
-        conn = self._connect()
+        conn = self._connect(server)
+        where = f"model server {server.label}"
         try:
             try:
-                conn.request("POST", self.path, body=body, headers={"Content-Type": "application/json",
-                                                                    "Accept": "text/event-stream"})
+                conn.request("POST", server.path, body=body, headers={"Content-Type": "application/json",
+                                                                      "Accept": "text/event-stream"})
                 resp = conn.getresponse()
             except (OSError, http.client.HTTPException) as e:
-                raise ServerError(f"model server {self.host}:{self.port}: {e}") from None
+                raise ServerError(f"{where}: {e}") from None
             if resp.status != 200:
-                raise ServerError(f"model server {self.host}:{self.port}: HTTP {resp.status} "
+                raise ServerError(f"{where}: HTTP {resp.status} "
                                   f"{resp.read(300).decode('utf-8', 'replace').strip()}")
             sse = SSEDecoder()
             lines = -1  # the feeling line does not count
@@ -138,9 +201,11 @@ class ServerBackend:
                     return
                 try:
                     data = resp.read1(4096)
-                except (TimeoutError, OSError) as e:
-                    raise ServerError(f"model server {self.host}:{self.port}: {e}") from None
+                except (TimeoutError, OSError, http.client.HTTPException) as e:
+                    raise ServerError(f"{where}: {e}") from None
                 if not data:
+                    if lines < keyframes:  # the stream ended without [DONE]: the server went away
+                        raise ServerError(f"{where}: the stream ended mid-line")
                     return
                 for piece in sse.feed(data):
                     if lines < 0 and "\n" in piece:  # drop the feeling line
@@ -160,14 +225,18 @@ class ServerBackend:
         parts = prompts.clauses(req.text) if self.split_clauses else [req.text]
         each = min(self.max_keyframes, self.clause_keyframes + 1) if len(parts) == 1 else max(
             2, min(self.clause_keyframes, self.max_keyframes // len(parts)))
-        with self._lock:
+        server = self._acquire(cancel)
+        if server is None:
+            return
+        failed = False
+        try:
             t0 = time.perf_counter()
             first = None
             pieces = 0
             for clause in parts:
                 sub = LineRequest(text=clause, context=req.context, emotion=req.emotion, id=req.id)
                 line, n = "", 0
-                for piece in self._clause(sub, each, self.max_tokens, cancel):
+                for piece in self._clause(server, sub, each, self.max_tokens, cancel):
                     pieces += 1
                     n += 1
                     line += piece
@@ -181,4 +250,10 @@ class ServerBackend:
                     break
             self.stats = {"pieces": pieces, "seconds": time.perf_counter() - t0,
                           "first_keyframe_s": first if first is not None else float("nan"),
-                          "clauses": len(parts)}
+                          "clauses": len(parts), "server": server.label}
+        except ServerError:
+            failed = True
+            log.warning("model server %s failed; it gets no new line for %.0f s", server.label, self.retry_after)
+            raise
+        finally:
+            self._release(server, failed)
