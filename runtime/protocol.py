@@ -149,6 +149,9 @@ def _text(msg: dict, key: str, limit: int, *, required: bool = False) -> str:
     return value
 
 
+validate_text = _text  # a string field checked as serve checks it (keyframes --batch uses it too)
+
+
 def _flag(msg: dict, key: str) -> bool:
     value = msg.get(key, False)
     if not isinstance(value, bool):
