@@ -227,6 +227,13 @@ class Session:
             del self._open[key]  # abandoned: the server has ended it too
         return msg_id is not None and (avatar, msg_id) in self._open
 
+    def _open_avatar(self, msg: dict, msg_id: str | None, now: float) -> str | None:
+        """A further chunk that names no avatar belongs to the open line of its id, whichever avatar."""
+        if "avatar" in msg or msg_id is None:
+            return None
+        self._is_open("", None, now)  # drop abandoned lines first
+        return next((a for a, i in self._open if i == msg_id), None)
+
     def _chunk(self, msg: dict, avatar: str, msg_id: str, text: str, more: bool, now: float) -> Chunk:
         extra = sorted(msg.keys() - _CHUNK_FIELDS)
         if extra:
@@ -274,7 +281,7 @@ class Session:
             if kind == "say":
                 more = _flag(msg, "more")
                 text = _text(msg, "text", lim.max_text)
-                avatar = self._avatar(msg)
+                avatar = self._open_avatar(msg, msg_id, now) or self._avatar(msg)
                 if self._is_open(avatar, msg_id, now):
                     return self._chunk(msg, avatar, msg_id, text, more, now)
                 text = _text(msg, "text", lim.max_text, required=not more)

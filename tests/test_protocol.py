@@ -182,6 +182,8 @@ def test_chunk_rules():
     s.receive('{"type":"say","id":"a","text":"0123456789","more":true}', 1.0)
     assert code_of(s, '{"type":"say","id":"a","text":"0123456789X","more":true}', 2.0) == "invalid_field"
     assert isinstance(s.receive('{"type":"say","id":"a","text":"0123456789","more":true}', 2.0), proto.Chunk)
+    s.receive('{"type":"say","id":"c","avatar":"bob","text":"Hi","more":true}', 2.0)
+    assert s.receive('{"type":"say","id":"c","text":"!","more":false}', 2.0) == proto.Chunk("bob", "c", "!", False)
     # another avatar's line of the same id is another line
     assert isinstance(s.receive('{"type":"say","id":"a","avatar":"bob","text":"Hi"}', 2.0), proto.Say)
     # silent longer than chunk_timeout: that line is gone, the id starts a new one
