@@ -112,6 +112,8 @@ class ServeConfig:
     max_lines: int = 8  # lines waiting per avatar before "too_many_lines"
     frame_queue: int = 8  # frames buffered per subscriber; a slow one loses its own oldest
     interrupt_blend: float = 0.15  # seconds from the interrupted face to rest
+    max_turn: int = 2000  # characters of a line sent in chunks ("more": true), all chunks together
+    chunk_timeout: float = 5.0  # seconds a chunked line waits for its next chunk; then it is abandoned
 
 
 @dataclass

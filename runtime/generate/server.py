@@ -18,6 +18,7 @@ batch (ggml-org/llama.cpp#20824).
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import json
 import logging
@@ -165,7 +166,7 @@ class ServerBackend:
             first = None
             pieces = 0
             for clause in parts:
-                sub = LineRequest(text=clause, context=req.context, emotion=req.emotion, id=req.id)
+                sub = dataclasses.replace(req, text=clause)  # heard, context ... go with every clause
                 line, n = "", 0
                 for piece in self._clause(sub, each, self.max_tokens, cancel):
                     pieces += 1
