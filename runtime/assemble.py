@@ -34,7 +34,8 @@ def backend(cfg: Config, lang: Language):
     m = cfg.model
     if is_url(m.name):
         return ServerBackend(m.name, grammar(cfg, lang), max_tokens=m.max_tokens, timeout=m.timeout,
-                             max_keyframes=cfg.keyframes.max_keyframes)
+                             max_keyframes=cfg.keyframes.max_keyframes, feeling=feeling(cfg),
+                             beat_change=cfg.feeling.change)
     if m.process:
         from runtime.generate.worker import ProcessBackend
 
