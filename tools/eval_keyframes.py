@@ -90,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         prompt_mod.QUESTION = args.question
     lora = adapter(args.model, args.lora)
     cfg.feeling.model = args.feeling
+    rss0 = _rss_mb()
     feeling = assemble.feeling(cfg)
+    feeling_mb = _rss_mb() - rss0
     prompts = (meld_prompts(args.meld, args.heard, args.every) if args.meld else
                [json.loads(line) for line in open(args.prompts) if line.strip()])[: args.limit or None]
     if args.classifier_only:
@@ -102,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         ms = 1000 * (time.perf_counter() - t0) / max(len(prompts), 1)
         print(json.dumps({"lines": len(prompts), "weighted_f1": round(weighted_f1(truth, pred), 4),
                           "accuracy": round(sum(t == p for t, p in zip(truth, pred)) / max(len(truth), 1), 4),
-                          "ms_per_line": round(ms, 1), "per_class": per_class(truth, pred)}))
+                          "ms_per_line": round(ms, 1), "memory_mb": round(feeling_mb, 1),
+                          "per_class": per_class(truth, pred)}))
         return 0
     t0 = time.perf_counter()
     backend = LlamaBackend(resolve(args.model), assemble.grammar(cfg, lang), n_threads=args.threads,
@@ -124,7 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-MELD_CLASSES = ("anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise")
+def _rss_mb() -> float:
+    """This process's resident memory (Linux), for the feeling model's cost."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(x.split()[1]) for x in f if x.startswith("VmRSS:")) / 1024
+    except (OSError, StopIteration):
+        return float("nan")
 
 
 def _clean(text: str) -> str:
