@@ -172,3 +172,14 @@ def test_intensity_reaches_the_levels(local, language):
         return max([lv for k in keys for n, lv in k.items if language.preset(n) == "anger"], default=0)
 
     assert peak("You sold MY sword?! Get OUT!") > peak("Hm, I'm a bit cross that you were late.")
+
+
+@pytest.mark.parametrize("sentences,expect", [
+    (["Best.", "Birthday.", "Ever."], ["Best. Birthday. Ever."]),
+    (["Ha!", "You fell right in the mud!", "Wait, are you bleeding?"],
+     ["Ha! You fell right in the mud!", "Wait, are you bleeding?"]),
+    (["Are you sure?", "Good."], ["Are you sure? Good."]),
+    (["No."], ["No."]),
+])
+def test_very_short_sentences_are_read_with_a_neighbour(sentences, expect):
+    assert beats._whole_sentences(sentences) == expect

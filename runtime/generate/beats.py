@@ -11,12 +11,15 @@ feeling model's reading as a prior (``LineRequest.prior``) and the line's intens
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 from runtime.generate import prompt as prompts
 from runtime.generate.prompt import LineRequest
 from runtime.text import split_sentences
 from runtime.text.feeling import Feeling, FeelingModel
+
+_WORDS = re.compile(r"[A-Za-z0-9']+")
 
 
 def _sub(req: LineRequest, text: str, feeling: Feeling | None) -> LineRequest:
@@ -25,6 +28,27 @@ def _sub(req: LineRequest, text: str, feeling: Feeling | None) -> LineRequest:
         sub.prior = feeling.log_prior()
         sub.intensity = feeling.intensity
     return sub
+
+
+SHORT = 3  # words: a sentence shorter than this ("Ha!", "Best.", "No way.") is read with its neighbour
+
+
+def _whole_sentences(sentences: list[str]) -> list[str]:
+    """Sentences with the very short ones joined to the next (the last to the one before): "Best.
+    Birthday. Ever." is one exclamation, "Ha! You fell in the mud!" one laugh."""
+    out: list[str] = []
+    carry = ""
+    for s in sentences:
+        s = f"{carry} {s}" if carry else s
+        carry = s if len(_WORDS.findall(s)) < SHORT else ""
+        if not carry:
+            out.append(s)
+    if carry:
+        if out:
+            out[-1] = f"{out[-1]} {carry}"
+        else:
+            out.append(carry)
+    return out
 
 
 def plan(req: LineRequest, feeling: FeelingModel | None, *, split: bool = True, most: int = 3,
@@ -40,7 +64,7 @@ def plan(req: LineRequest, feeling: FeelingModel | None, *, split: bool = True, 
         return [_sub(req, c, None) for c in prompts.clauses(req.text, most)]
     # (text, forced): a clause after a connective always starts a beat; a sentence only on a change
     pieces: list[tuple[str, bool]] = []
-    for s in split_sentences(req.text) or [req.text]:
+    for s in _whole_sentences(split_sentences(req.text) or [req.text]):
         cut = prompts.clauses(s, most)
         # a sentence of one clause stays whole: its "?!" is part of how it sounds
         pieces += [(s, False)] if len(cut) == 1 else [(c, k > 0) for k, c in enumerate(cut)]
