@@ -36,7 +36,7 @@ def backend(cfg: Config, lang: Language):
     if m.servers or is_url(m.name):
         return ServerBackend(m.servers or m.name, grammar(cfg, lang), max_tokens=m.max_tokens,
                              timeout=m.timeout, max_keyframes=cfg.keyframes.max_keyframes,
-                             slots=m.server_slots)
+                             slots=m.server_slots, feeling=feeling(cfg), beat_change=cfg.feeling.change)
     if m.process:
         from runtime.generate.worker import ProcessBackend
 
@@ -51,11 +51,23 @@ def local_backend(cfg: Config, lang: Language):
 
     m = cfg.model
     lora = adapter(m.name, m.lora_path)
+    f = cfg.feeling
     return LlamaBackend(resolve(m.name), grammar(cfg, lang), n_threads=m.threads,
                         n_ctx=m.context, max_tokens=m.max_tokens, lora_path=str(lora) if lora else None,
                         n_gpu_layers=m.gpu_layers, language=lang,
                         max_keyframes=cfg.keyframes.max_keyframes, onset=cfg.keyframes.onset,
+                        feeling=feeling(cfg), feeling_weight=f.weight, beat_change=f.change,
                         batch=m.batch)
+
+
+def feeling(cfg: Config):
+    """``feeling.model``: the feeling model, or None ("" or a model that cannot load, logged)."""
+    from runtime.text import feeling as feeling_model
+
+    name = cfg.feeling.model
+    if not name:
+        return None
+    return feeling_model.load(None if name == "auto" else name)
 
 
 def interpolator(cfg: Config):

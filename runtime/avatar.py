@@ -18,10 +18,19 @@ the clock, which drops the playing line and blends from the current expression t
 line said after the interrupt starts from wherever that blend has got to: no pop either way.
 Lines carry the interrupt epoch they were said in, so a line the generator thread picks up while an
 interrupt runs is still recognised as cancelled.
+
+A line can also arrive in pieces (:meth:`say` with ``chunked``, then :meth:`feed`): a chat model
+streaming its reply. Its text goes through a :class:`~runtime.text.SentenceBuffer`; each sentence is
+generated as soon as it is complete, through the same keyframe parser, so keyframe times continue
+across sentences and the face holds the last key while the next sentence is still being written.
+Between sentences the shared model is free for other avatars. The line ends after its last chunk's
+sentences, or, when no chunk comes for ``chunk_timeout`` seconds, is abandoned: it plays what it
+has, returns to rest and its ``done`` says ``"abandoned": true``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import queue
@@ -42,6 +51,7 @@ from runtime.generate import Backend, LineRequest, stream_keyframes
 from runtime.keyframes.language import Keyframe, Language
 from runtime.keyframes.parser import KeyframeParser
 from runtime.sinks.fanout import Fanout
+from runtime.text import SentenceBuffer
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +73,19 @@ def _gate(backend: Backend) -> threading.Lock | None:
 Event = dict  # {"type": "keyframe"|"done"|..., "id": ..., ...}, for the serve API and the CLI
 
 
+class TextStream:
+    """The text of a line that arrives in chunks: fed on one thread, read by the generator."""
+
+    def __init__(self, timeout: float | None, max_chars: int) -> None:
+        self.buffer = SentenceBuffer()
+        self.sentences: queue.Queue[str | None] = queue.Queue()  # None: the last chunk came
+        self.timeout = timeout  # seconds without a chunk before the line is abandoned; None: never
+        self.max_chars = max_chars
+        self.chars = 0
+        self.last = time.monotonic()
+        self.closed = False
+
+
 @dataclass
 class Line:
     req: LineRequest
@@ -81,6 +104,9 @@ class Line:
     reported: bool = False  # its "done" event has been sent
     speech: SpeechPlan | None = None  # the mouth speaking the words, if the line is spoken
     t: float = 0.0  # line time of the frame last played; unlike the track's, it never waits on the model
+    stream: TextStream | None = None  # the line arrives in chunks
+    abandoned: bool = False  # a chunked line whose last chunk never came
+    first_text_at: float = 0.0  # when the line's first sentence was complete (its text was all there)
 
 
 class Avatar:
@@ -122,14 +148,49 @@ class Avatar:
         self._gen.start()
 
     # -- submitting -------------------------------------------------------------------------------
-    def say(self, req: LineRequest, speech: SpeechPlan | None = None) -> Line:
+    def say(self, req: LineRequest, speech: SpeechPlan | None = None, *, chunked: bool = False,
+            chunk_timeout: float | None = None, max_chars: int = 2000) -> Line:
         """Queue a line (with the plan of its spoken words, if any; build it off the clock
-        thread); raises ``queue.Full`` when too many lines wait."""
+        thread); raises ``queue.Full`` when too many lines wait.
+
+        ``chunked``: ``req.text`` is only the start; more comes through :meth:`feed`, at most
+        ``max_chars`` in all, each chunk within ``chunk_timeout`` seconds of the one before.
+        """
         if not req.id:
             req.id = f"{self.name}-{next(self._ids)}"
         line = Line(req, epoch=self._epoch, speech=speech)
+        if chunked:
+            if speech is not None:
+                raise ValueError("a line sent in chunks cannot be spoken")
+            text, req.text = req.text, ""
+            line.stream = TextStream(chunk_timeout, max_chars)
         self.lines.put_nowait(line)
+        if chunked:
+            self.feed(line, text)
         return line
+
+    def feed(self, line: Line, text: str, *, final: bool = False) -> list[str]:
+        """More text of a chunked line (``final``: its last chunk); returns the sentences it
+        completed. One thread feeds a line. Raises ValueError past the line's ``max_chars``."""
+        s = line.stream
+        if s is None or s.closed:
+            raise ValueError(f"line {line.req.id}: not open for more text")
+        if s.chars + len(text) > s.max_chars:
+            raise ValueError(f"line {line.req.id}: more than {s.max_chars} characters")
+        s.chars += len(text)
+        s.last = time.monotonic()
+        line.req.text += text
+        done = s.buffer.feed(text)
+        if final:
+            done += s.buffer.close()
+            s.closed = True
+        if done and not line.first_text_at:
+            line.first_text_at = time.perf_counter()
+        for sentence in done:
+            s.sentences.put(sentence)
+        if final:
+            s.sentences.put(None)
+        return done
 
     def interrupt(self) -> list[str]:
         """Cancel generation, drop queued lines and blend to rest (or the next line) in ~150 ms.
@@ -190,33 +251,63 @@ class Avatar:
                 self._busy = False
 
     def _generate(self, line: Line) -> None:
+        """Every request of the line (one, or a sentence at a time), each in its turn on the model;
+        one parser for them all, so keyframe times continue."""
         parser = KeyframeParser(self.language)
         gate = _gate(self.backend)
-        if gate is None:  # lines of every avatar are generated together
-            self._generate_turn(line, parser)
-            return
-        # Avatars share one model and take turns: the timeout counts from this avatar's turn, not
-        # from its wait (an interrupt still ends the wait at once).
-        while not gate.acquire(timeout=0.05):
-            if self._cancel.is_set() or self._stop.is_set():
-                line.gen_done = True
-                if line.cancelled:
-                    self._report_done(line)
-                else:
-                    self.handoff.put(("end", line, None))
-                return
-        try:
-            self._generate_turn(line, parser)
-        finally:
-            gate.release()
-
-    def _generate_turn(self, line: Line, parser: KeyframeParser) -> None:
         start = time.perf_counter()
+        try:
+            for req in self._requests(line):
+                if gate is None:  # the lines of every avatar are generated together
+                    self._generate_turn(line, parser, req)
+                else:
+                    # Avatars share one model and take turns: the timeout counts from this
+                    # avatar's turn, not from its wait (an interrupt still ends the wait at once).
+                    while not gate.acquire(timeout=0.05):
+                        if self._cancel.is_set() or self._stop.is_set():
+                            return
+                    try:
+                        self._generate_turn(line, parser, req)
+                    finally:
+                        gate.release()
+                if line.cancelled or line.error or self._stop.is_set():
+                    return
+        finally:
+            line.gen_seconds = time.perf_counter() - start
+            line.gen_done = True
+            if line.cancelled:  # this thread sent its keyframe events, so it sends its done too
+                self._report_done(line)
+            else:
+                self.handoff.put(("end", line, None))
+
+    def _requests(self, line: Line):
+        """The line's request; for a chunked line, one per sentence as each is complete."""
+        s = line.stream
+        if s is None:
+            yield line.req
+            return
+        while True:
+            try:
+                sentence = s.sentences.get(timeout=0.05)  # returns at once when a sentence comes
+            except queue.Empty:
+                if self._cancel.is_set() or self._stop.is_set():
+                    return
+                if not s.closed and s.timeout is not None and time.monotonic() - s.last > s.timeout:
+                    s.closed = True
+                    line.abandoned = True
+                    log.warning("line %s: no chunk for %.1f s; abandoned", line.req.id, s.timeout)
+                    return
+                continue
+            if sentence is None:
+                return
+            yield dataclasses.replace(line.req, text=sentence)
+
+    def _generate_turn(self, line: Line, parser: KeyframeParser, req: LineRequest) -> None:
         deadline = threading.Timer(self.timeout, self._cancel.set)
         deadline.daemon = True
         deadline.start()
         try:
-            for kf in stream_keyframes(self.backend, parser, line.req, self._cancel):
+            for kf in stream_keyframes(self.backend, parser, req, self._cancel):
                 if not line.keyframes:
                     line.first_key_at = time.perf_counter()
                 line.keyframes += 1
@@ -234,12 +325,6 @@ class Avatar:
             log.error("line %s: %s", line.req.id, line.error)
         finally:
             deadline.cancel()
-            line.gen_seconds = time.perf_counter() - start
-            line.gen_done = True
-            if line.cancelled:  # this thread sent its keyframe events, so it sends its done too
-                self._report_done(line)
-            else:
-                self.handoff.put(("end", line, None))
 
     # -- frame clock thread -----------------------------------------------------------------------
     def _drain(self) -> None:
@@ -328,6 +413,8 @@ class Avatar:
         event = {"type": "done", "id": line.req.id, "avatar": self.name}
         if line.cancelled:
             event["interrupted"] = True
+        elif line.abandoned:
+            event["abandoned"] = True
         elif line.error:
             event["error"] = line.error
         self.on_event(event)

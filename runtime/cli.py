@@ -42,11 +42,22 @@ def _setup_logging(verbose: bool) -> logging.handlers.QueueListener:
     return listener
 
 
-def _request(args: argparse.Namespace) -> LineRequest:
+def _request(args: argparse.Namespace, *, text_needed: bool = True) -> LineRequest:
     text = " ".join(args.text).strip()
-    if not text:
+    if not text and text_needed:
         raise UserError("the line of text is empty")
-    return LineRequest(text=text, context=args.context or "", emotion=args.emotion or "")
+    return LineRequest(text=text, context=args.context or "", emotion=args.emotion or "",
+                       heard=_heard(args))
+
+
+def _heard(args: argparse.Namespace) -> str:
+    """--heard, checked as serve checks its say message's "heard"."""
+    from runtime import protocol
+
+    try:
+        return protocol.validate_text({"heard": args.heard or ""}, "heard", protocol.Limits().max_heard).strip()
+    except protocol.ProtocolError as e:
+        raise UserError(f"--{e.message}") from None
 
 
 def _config(args: argparse.Namespace) -> config_mod.Config:
@@ -87,6 +98,8 @@ def cmd_keyframes(args: argparse.Namespace) -> int:
     from runtime.generate import stream_keyframes
     from runtime.keyframes.parser import KeyframeParser
 
+    if args.batch is not None:
+        return _batch(args)
     req = _request(args)
     cfg, lang, backend = _load(args)
     start = time.perf_counter()
@@ -99,6 +112,26 @@ def cmd_keyframes(args: argparse.Namespace) -> int:
             print(f"{kf.t:6.2f}s  {lang.format_items(kf.items)}", flush=True)
     log.info("%d keyframes in %.2f s", n, time.perf_counter() - start)
     return 0
+
+
+def _batch(args: argparse.Namespace) -> int:
+    """--batch FILE ('-' = stdin): one JSON object a line in, JSON lines out; exit 1 if any failed."""
+    from runtime import batch, protocol
+
+    if args.text or args.context or args.emotion or args.heard:
+        raise UserError("--batch takes its lines, contexts, emotions and heard from FILE: no text or "
+                        "--context/--emotion/--heard with it")
+    try:
+        src = sys.stdin if args.batch == "-" else open(args.batch, encoding="utf-8")
+    except OSError as e:
+        raise UserError(f"cannot read {args.batch}: {e.strerror}") from None
+    cfg, lang, backend = _load(args)  # the model, loaded once for the whole batch
+    limits = protocol.Limits(max_text=cfg.serve.max_text)
+    start = time.perf_counter()
+    with src:
+        ok, failed = batch.run(backend, lang, src, lambda obj: print(json.dumps(obj), flush=True), limits)
+    log.info("batch: %d lines done, %d failed in %.2f s", ok, failed, time.perf_counter() - start)
+    return 1 if failed else 0
 
 
 # -- say ------------------------------------------------------------------------------------------
@@ -115,8 +148,10 @@ def cmd_say(args: argparse.Namespace) -> int:
     from runtime.sinks import SinkError
     from runtime.sinks.fanout import Fanout
 
-    req = _request(args)
-    plan, wav = _spoken(args, req)
+    if args.stdin and (args.text or args.talk or args.words or args.duration or args.speak is not None):
+        raise UserError("--stdin reads the line from standard input: no text, and no speech options with it")
+    req = _request(args, text_needed=not args.stdin)
+    plan, wav = (None, None) if args.stdin else _spoken(args, req)
     cfg = _config(args)
     if not args.sink and not cfg.sinks:
         raise UserError("no sink: add --sink livelink://127.0.0.1:11111 (or csv:take.csv)")
@@ -152,7 +187,11 @@ def cmd_say(args: argparse.Namespace) -> int:
             return state["after"] < tail
         return True
 
-    line = avatar.say(req, speech=plan)
+    if args.stdin:  # text as it arrives: each sentence starts as soon as it is complete
+        line = avatar.say(req, chunked=True, chunk_timeout=None, max_chars=cfg.serve.max_turn)
+        threading.Thread(target=_pump_stdin, args=(avatar, line), name="stdin", daemon=True).start()
+    else:
+        line = avatar.say(req, speech=plan)
     clock = FrameClock(a.fps, tick, spin_s=a.spin_ms / 1000.0)
     try:
         clock.start()
@@ -169,10 +208,28 @@ def cmd_say(args: argparse.Namespace) -> int:
         "line": req.text, "keyframes": line.keyframes, "tokens": line.tokens,
         "first_keyframe_ms": round((line.first_key_at - line.submitted) * 1000, 1) if line.first_key_at else None,
         "first_frame_ms": round((line.first_frame_at - line.submitted) * 1000, 1) if line.first_frame_at else None,
+        **({"first_keyframe_after_sentence_ms": round((line.first_key_at - line.first_text_at) * 1000, 1)
+            if line.first_key_at and line.first_text_at else None} if args.stdin else {}),
         "generation_s": round(line.gen_seconds, 3), "frames": s["frames"], "missed": s["missed"],
         "late_ms_p99": round(s["late_ms_p99"], 3), "sinks": [x.label for x in sinks],
         "error": line.error or None}), file=sys.stderr)
     return 0
+
+
+def _pump_stdin(avatar, line) -> None:
+    """``say --stdin``: each line of standard input as it arrives; end of input ends the line."""
+    try:
+        while raw := sys.stdin.readline():
+            try:
+                avatar.feed(line, raw)
+            except ValueError as e:  # over serve.max_turn: the rest is not read
+                log.warning("--stdin: %s; the rest of the input is dropped", e)
+                break
+    finally:
+        try:
+            avatar.feed(line, "", final=True)
+        except ValueError:
+            pass
 
 
 # -- render ---------------------------------------------------------------------------------------
@@ -272,10 +329,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _line_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("text", nargs="+", help="the line: dialogue, stage direction")
+def _line_args(p: argparse.ArgumentParser, text: str = "+") -> None:
+    p.add_argument("text", nargs=text, help="the line: dialogue, stage direction")
     p.add_argument("--context", help="the scene or situation")
     p.add_argument("--emotion", help="an emotion hint, e.g. 'nervous'")
+    p.add_argument("--heard", help="what was just said to the character (\"Okay.\" after \"I'm pregnant\")")
     _common(p)
 
 
@@ -337,11 +395,15 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="keyframeface", description="Text in, ARKit face frames out.")
     sub = ap.add_subparsers(dest="command", required=True)
     p = sub.add_parser("keyframes", help="print keyframes as they are generated")
-    _line_args(p)
+    _line_args(p, text="*")
     p.add_argument("--format", choices=("jsonl", "text"), default="jsonl")
+    p.add_argument("--batch", metavar="FILE", help="many lines, the model loaded once: one JSON object a line "
+                   "({\"id\", \"text\", \"context\", \"emotion\", \"heard\"}; '-' = stdin), JSON lines out")
     p.set_defaults(func=cmd_keyframes)
     p = sub.add_parser("say", help="stream a line in real time to sinks, then exit")
-    _line_args(p)
+    _line_args(p, text="*")
+    p.add_argument("--stdin", action="store_true", help="read the line from standard input as it arrives (a "
+                   "chat model's reply): each sentence starts once complete; end of input ends the line")
     _speech_args(p)
     p.add_argument("--speak", nargs="?", const="", metavar="WAV",
                    help="speak the line with espeak-ng (to the audio device, and to WAV if given), mouth aligned")

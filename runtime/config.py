@@ -43,6 +43,13 @@ class KeyframesConfig:
 
 
 @dataclass
+class FeelingConfig:
+    model: str = "auto"  # the feeling model: "auto" = exported_models/feeling.onnx, "" = none, or a path
+    weight: float = 2.5  # how much its reading (weight * log p) counts beside the keyframe model's own
+    change: float = 0.55  # its confidence in another feeling for a sentence to start a new beat
+
+
+@dataclass
 class AnimationConfig:
     fps: float = 60.0
     attack: float = 0.2  # seconds from the current face to the line's first keyframe
@@ -108,6 +115,8 @@ class ServeConfig:
     max_lines: int = 8  # lines waiting per avatar before "too_many_lines"
     frame_queue: int = 8  # frames buffered per subscriber; a slow one loses its own oldest
     interrupt_blend: float = 0.15  # seconds from the interrupted face to rest
+    max_turn: int = 2000  # characters of a line sent in chunks ("more": true), all chunks together
+    chunk_timeout: float = 5.0  # seconds a chunked line waits for its next chunk; then it is abandoned
 
 
 @dataclass
@@ -133,6 +142,7 @@ class AvatarConfig:
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     keyframes: KeyframesConfig = field(default_factory=KeyframesConfig)
+    feeling: FeelingConfig = field(default_factory=FeelingConfig)
     animation: AnimationConfig = field(default_factory=AnimationConfig)
     livelink: LiveLinkConfig = field(default_factory=LiveLinkConfig)
     vmc: VmcConfig = field(default_factory=VmcConfig)

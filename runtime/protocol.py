@@ -9,6 +9,9 @@ Client -> server (JSON objects; only the fields shown are accepted)::
     {"type": "say", "text": "...", "id": "...", "context": "...", "emotion": "...", "avatar": "...",
      "words": [{"word": "hi", "start": 0.0, "end": 0.3}, ...], "duration": s, "start": s, "talk": true}
         (words/duration/start/talk: the mouth speaks the line; words are a TTS engine's timings)
+        "heard": "..." (what was just said to the character); "more": true (text follows in chunks)
+    {"type": "say", "id": "...", "text": "...", "more": true | false}
+        (a further chunk of a line sent with "more": true; "more": false ends it)
     {"type": "interrupt", "avatar": "..."}
     {"type": "subscribe", "frames": "json" | "binary", "avatar": "..." | "*"}
     {"type": "unsubscribe", "avatar": "..." | "*"}
@@ -19,7 +22,7 @@ Server -> client::
     {"type": "ack", "id": ..., "avatar": ...}                 at once for every accepted say
     {"type": "keyframe", "id": ..., "avatar": ..., "t": s, "values": {...}}
     {"type": "frame", "avatar": ..., "seq": n, "t": s, "values": [61 floats]}     (subscribers)
-    {"type": "done", "id": ..., "avatar": ...[, "interrupted": true][, "error": "..."]}
+    {"type": "done", "id": ..., "avatar": ...[, "interrupted": true][, "abandoned": true][, "error": "..."]}
     {"type": "interrupted", "avatar": ..., "dropped": [ids]}
     {"type": "subscribed", "avatar": ..., "frames": ...}
     {"type": "error", "code": "...", "message": "..."[, "id": ...]}
@@ -61,6 +64,9 @@ class Limits:
     max_emotion: int = 40
     say_rate: float = 2.0  # lines per second per client, sustained
     say_burst: int = 5  # lines a client may send at once
+    max_heard: int = 1_000  # characters of what was just said to the character
+    max_turn: int = 2_000  # characters of a line sent in chunks, all chunks together
+    chunk_timeout: float = 5.0  # seconds a chunked line waits for its next chunk before it is abandoned
 
 
 class ProtocolError(Exception):
@@ -79,6 +85,8 @@ class Say:
     id: str = ""
     context: str = ""
     emotion: str = ""
+    heard: str = ""  # what was just said to the character
+    more: bool = False  # the first chunk of a line: further chunks (Chunk) follow
     words: tuple | None = None  # validated TTS word timings: ((word, start, end), ...)
     duration: float | None = None  # seconds of speech audio, without word timings
     start: float = 0.0  # where the audio starts in the line's time
@@ -87,6 +95,16 @@ class Say:
     @property
     def spoken(self) -> bool:
         return self.talk or self.words is not None or self.duration is not None
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A further piece of a line whose first piece was a Say with ``more``."""
+
+    avatar: str
+    id: str
+    text: str
+    more: bool  # False: the line's last chunk
 
 
 @dataclass(frozen=True)
@@ -105,7 +123,7 @@ class Unsubscribe:
     avatar: str
 
 
-Command = Say | Interrupt | Subscribe | Unsubscribe
+Command = Say | Chunk | Interrupt | Subscribe | Unsubscribe
 
 _FIELDS = {
     "say": ({"text"}, {"type", "text", "id", "context", "emotion", "avatar", "words", "duration", "start",
@@ -114,6 +132,8 @@ _FIELDS = {
     "subscribe": (set(), {"type", "frames", "avatar"}),
     "unsubscribe": (set(), {"type", "avatar"}),
 }
+_FIELDS["say"][1].update({"heard", "more"})  # the dialogue fields (what was heard, text in chunks)
+_CHUNK_FIELDS = {"type", "id", "avatar", "text", "more"}  # all a further chunk may carry
 
 
 def _text(msg: dict, key: str, limit: int, *, required: bool = False) -> str:
@@ -126,6 +146,16 @@ def _text(msg: dict, key: str, limit: int, *, required: bool = False) -> str:
         raise ProtocolError("invalid_field", f"{key}: control characters are not allowed")
     if required and not value.strip():
         raise ProtocolError("invalid_field", f"{key}: empty")
+    return value
+
+
+validate_text = _text  # a string field checked as serve checks it (keyframes --batch uses it too)
+
+
+def _flag(msg: dict, key: str) -> bool:
+    value = msg.get(key, False)
+    if not isinstance(value, bool):
+        raise ProtocolError("invalid_field", f"{key}: expected true or false, got {value!r}")
     return value
 
 
@@ -168,6 +198,7 @@ class Session:
         self.limits = limits or Limits()
         self._tokens = float(self.limits.say_burst)
         self._last: float | None = None
+        self._open: dict[tuple[str, str], list] = {}  # chunked lines: (avatar, id) -> [characters, last chunk]
 
     def _avatar(self, msg: dict, *, allow_all: bool = False) -> str:
         name = msg.get("avatar", self.avatars[0])
@@ -189,6 +220,35 @@ class Session:
             return False
         self._tokens -= 1.0
         return True
+
+    def _is_open(self, avatar: str, msg_id: str | None, now: float) -> bool:
+        """A chunked line of this id is open (its last chunk came less than chunk_timeout ago)."""
+        for key in [k for k, (_, last) in self._open.items() if now - last > self.limits.chunk_timeout]:
+            del self._open[key]  # abandoned: the server has ended it too
+        return msg_id is not None and (avatar, msg_id) in self._open
+
+    def _open_avatar(self, msg: dict, msg_id: str | None, now: float) -> str | None:
+        """A further chunk that names no avatar belongs to the open line of its id, whichever avatar."""
+        if "avatar" in msg or msg_id is None:
+            return None
+        self._is_open("", None, now)  # drop abandoned lines first
+        return next((a for a, i in self._open if i == msg_id), None)
+
+    def _chunk(self, msg: dict, avatar: str, msg_id: str, text: str, more: bool, now: float) -> Chunk:
+        extra = sorted(msg.keys() - _CHUNK_FIELDS)
+        if extra:
+            shown = extra[0] if _ID.match(extra[0]) else "(invalid)"
+            raise ProtocolError("invalid_field", f"{shown}: only a line's first chunk carries it; further "
+                                                 "chunks carry text and more")
+        entry = self._open[(avatar, msg_id)]
+        if entry[0] + len(text) > self.limits.max_turn:
+            raise ProtocolError("invalid_field", f"text: the line would be {entry[0] + len(text)} characters "
+                                                 f"over its chunks, at most {self.limits.max_turn}; chunk refused")
+        entry[0] += len(text)
+        entry[1] = now
+        if not more:
+            del self._open[(avatar, msg_id)]
+        return Chunk(avatar=avatar, id=msg_id, text=text, more=more)
 
     def receive(self, data: str | bytes, now: float) -> Command:
         """One message -> a command; raises ProtocolError (send ``.event()`` back) for anything else."""
@@ -219,15 +279,29 @@ class Session:
             raise ProtocolError("unknown_field", f"{kind} has no field {shown!r}", msg_id)
         try:
             if kind == "say":
-                text = _text(msg, "text", lim.max_text, required=True)
+                more = _flag(msg, "more")
+                text = _text(msg, "text", lim.max_text)
+                avatar = self._open_avatar(msg, msg_id, now) or self._avatar(msg)
+                if self._is_open(avatar, msg_id, now):
+                    return self._chunk(msg, avatar, msg_id, text, more, now)
+                text = _text(msg, "text", lim.max_text, required=not more)
                 context = _text(msg, "context", lim.max_context)
                 emotion = _text(msg, "emotion", lim.max_emotion)
-                avatar = self._avatar(msg)
+                heard = _text(msg, "heard", lim.max_heard)
+                if more and not msg_id:
+                    raise ProtocolError("missing_field", "id: a line sent in chunks needs an id for its chunks")
+                say = Say(text=text if more else text.strip(), avatar=avatar, id=msg_id or "",
+                          context=context.strip(), emotion=emotion.strip(), heard=heard.strip(), more=more,
+                          **_speech_fields(msg))
+                if more and say.spoken:
+                    raise ProtocolError("invalid_field", "more: a line sent in chunks cannot be spoken "
+                                                         "(its words are not known yet)")
                 if not self._take_token(now):
                     raise ProtocolError("rate_limited",
                                         f"at most {lim.say_rate:g} lines per second (burst {lim.say_burst})")
-                return Say(text=text.strip(), avatar=avatar, id=msg_id or "", context=context.strip(),
-                           emotion=emotion.strip(), **_speech_fields(msg))
+                if more:
+                    self._open[(avatar, msg_id)] = [len(text), now]
+                return say
             if kind == "interrupt":
                 return Interrupt(self._avatar(msg))
             if kind == "subscribe":
@@ -269,7 +343,8 @@ def hello(avatars: list[str], fps: float, limits: Limits) -> str:
     return _dumps({"type": "hello", "channels": list(channels.NAMES), "fps": fps, "avatars": avatars,
                    "binary_layout": "<u32 seq, <f64 t, 61 x <f32, then the avatar name (UTF-8)",
                    "limits": {"max_message": limits.max_message, "max_text": limits.max_text,
-                              "say_rate": limits.say_rate, "say_burst": limits.say_burst}})
+                              "say_rate": limits.say_rate, "say_burst": limits.say_burst,
+                              "max_turn": limits.max_turn, "chunk_timeout": limits.chunk_timeout}})
 
 
 def frame_json(avatar: str, frame: np.ndarray, seq: int, t: float) -> str:

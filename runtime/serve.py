@@ -177,6 +177,7 @@ class Server:
         self.origins = set(s.origins)
         self.limits = proto.Limits(max_message=s.max_message, max_text=s.max_text,
                                    say_rate=s.say_rate, say_burst=s.say_burst)
+        self.limits = dataclasses.replace(self.limits, max_turn=s.max_turn, chunk_timeout=s.chunk_timeout)
         specs = list(cfg.avatars)
         if not specs:
             specs = [AvatarConfig(name="default", sinks=list(cfg.sinks))]
@@ -194,6 +195,7 @@ class Server:
         self.fanouts: list[Fanout] = []
         self.clients: set[Client] = set()
         self._owners: dict[tuple[str, str], Client] = {}
+        self._streams: dict[tuple[str, str], object] = {}  # chunked lines still taking text -> Line
         self._inbox: collections.deque[_Frame] = collections.deque(maxlen=240)
         self._wake_pending = False
         self._subscribed = 0  # clients with any subscription: the clock skips the tap when 0
@@ -303,6 +305,7 @@ class Server:
         owner = self._owners.get(key)
         if event.get("type") == "done":
             self._owners.pop(key, None)
+            self._streams.pop(key, None)
         msg = proto.event(event)
         for c in self.clients:
             if c is owner or c.fmt_for(avatar) is not None:
@@ -364,6 +367,7 @@ class Server:
                 self._subscribed -= 1
             for key in [k for k, c in self._owners.items() if c is client]:
                 del self._owners[key]
+                self._streams.pop(key, None)  # its chunked lines get no more text: abandoned in time
             writer.cancel()
             log.info("client %s left (sent %d, dropped %d frames)", client.peer, client.sent, client.dropped)
 
@@ -375,6 +379,8 @@ class Server:
             return
         if isinstance(cmd, proto.Say):
             self._say(client, cmd)
+        elif isinstance(cmd, proto.Chunk):
+            self._chunk(client, cmd)
         elif isinstance(cmd, proto.Interrupt):
             dropped = self.avatars[cmd.avatar].interrupt()
             client.push_control(proto.event({"type": "interrupted", "avatar": cmd.avatar,
@@ -400,7 +406,7 @@ class Server:
         if cmd.id and (cmd.avatar, cmd.id) in self._owners:
             client.push_control(proto.error("invalid_field", f"id {cmd.id!r} is already in use", cmd.id))
             return
-        req = LineRequest(text=cmd.text, context=cmd.context, emotion=cmd.emotion, id=cmd.id)
+        req = LineRequest(text=cmd.text, context=cmd.context, emotion=cmd.emotion, id=cmd.id, heard=cmd.heard)
         plan = None
         if cmd.spoken:  # planned here, on the loop thread: never on the frame clock
             from runtime.animate.speech import SpeechPlan
@@ -411,15 +417,36 @@ class Server:
             except ValueError as e:
                 client.push_control(proto.error("invalid_field", f"speech: {e}", cmd.id or None))
                 return
+        s = self.cfg.serve
         try:
-            av.say(req, speech=plan)  # assigns an id when the client gave none
+            line = av.say(req, speech=plan, chunked=cmd.more, chunk_timeout=s.chunk_timeout,
+                          max_chars=s.max_turn)  # assigns an id when the client gave none
         except queue.Full:
             client.push_control(proto.error(
                 "too_many_lines", f"avatar {cmd.avatar!r} already has {self.cfg.serve.max_lines} lines "
                 "waiting; wait for a done or interrupt", cmd.id or None))
             return
         self._owners[(cmd.avatar, req.id)] = client
+        if cmd.more:
+            self._streams[(cmd.avatar, req.id)] = line
         client.push_control(proto.event({"type": "ack", "id": req.id, "avatar": cmd.avatar}))
+
+    def _chunk(self, client: Client, cmd: proto.Chunk) -> None:
+        """More text of a chunked line: its complete sentences go to the model at once."""
+        key = (cmd.avatar, cmd.id)
+        line = self._streams.get(key)
+        if line is None or self._owners.get(key) is not client:
+            client.push_control(proto.error("invalid_field", f"id {cmd.id!r}: no line of that id is taking "
+                                            "text (it ended, was interrupted or abandoned, or was refused)",
+                                            cmd.id))
+            return
+        try:
+            self.avatars[cmd.avatar].feed(line, cmd.text, final=not cmd.more)
+        except ValueError as e:  # abandoned a moment ago, or over max_turn
+            client.push_control(proto.error("invalid_field", f"id {cmd.id!r}: {e}", cmd.id))
+            return
+        if not cmd.more:
+            del self._streams[key]
 
     async def _writer(self, client: Client) -> None:
         try:

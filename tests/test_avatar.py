@@ -157,3 +157,94 @@ def test_spoken_line_closes_the_lips_on_time_and_waits_for_the_words():
     assert frames[:, channels.INDEX["MouthSmileLeft"]].max() > 0.5  # smiling while talking
     assert events[-1]["type"] == "done"
     av.close()
+
+
+# -- a line that arrives in chunks -------------------------------------------------------------------
+class Echo:
+    """Writes two keys per request, joy for a text with "Ha", fear otherwise; records the requests."""
+
+    def __init__(self):
+        self.reqs = []
+
+    def stream(self, req, cancel=None):
+        self.reqs.append(req)
+        name = "joy" if "Ha" in req.text else "fear"
+        yield f"2 {name} 7\n", 1
+        yield f"3 {name} 9\n", 1
+
+
+def tick_until(av, pred, start=0, seconds=5.0):
+    n = start
+    end = time.monotonic() + seconds
+    while not pred() and time.monotonic() < end:
+        av.tick(n, n / 60)
+        n += 1
+        time.sleep(1 / 240)
+    return n
+
+
+def test_chunked_line_generates_each_sentence_as_it_completes_and_times_continue():
+    backend = Echo()
+    av, sink, events = make(backend)
+    line = av.say(LineRequest("Ha! You", heard="Guess what I did.", context="a farm"), chunked=True,
+                  chunk_timeout=None)
+    n = tick_until(av, lambda: len(backend.reqs) == 1)
+    time.sleep(0.1)
+    assert [r.text for r in backend.reqs] == ["Ha!"]  # "You" is not a sentence yet
+    assert av.feed(line, " fell in the mud! Wait, are you") == ["You fell in the mud!"]
+    n = tick_until(av, lambda: len(backend.reqs) == 2, n)
+    assert av.current is line and not line.ended  # the face holds while the text is still coming
+    assert av.feed(line, " bleeding?", final=True) == ["Wait, are you bleeding?"]
+    tick_until(av, lambda: av.idle, n)
+    assert [r.text for r in backend.reqs] == ["Ha!", "You fell in the mud!", "Wait, are you bleeding?"]
+    assert all(r.heard == "Guess what I did." and r.context == "a farm" and r.id == line.req.id
+               for r in backend.reqs)
+    keys = [e for e in events if e["type"] == "keyframe"]
+    times = [k["t"] for k in keys]
+    assert times == sorted(times) and len(times) == 6 and times[2] > times[1]  # one timeline
+    assert times == [0.2, 0.5, 0.7, 1.0, 1.2, 1.5]
+    assert events[-1] == {"type": "done", "id": line.req.id, "avatar": "a"}
+    assert line.req.text == "Ha! You fell in the mud! Wait, are you bleeding?"
+    frames = np.array(sink.frames)
+    smile = frames[:, channels.INDEX["MouthSmileLeft"]]
+    wide = frames[:, channels.INDEX["EyeWideLeft"]]
+    assert smile.max() > 0.5 and wide.max() > 0.5 and np.argmax(smile) < np.argmax(wide)  # joy, then fear
+    with pytest.raises(ValueError):
+        av.feed(line, "more")
+    av.close()
+
+
+def test_chunked_line_without_its_last_chunk_is_abandoned_and_returns_to_rest():
+    av, sink, events = make(Echo())
+    line = av.say(LineRequest("Ha! And then", id="x"), chunked=True, chunk_timeout=0.3)
+    tick_until(av, lambda: av.idle and line.reported, seconds=5)
+    done = [e for e in events if e["type"] == "done"]
+    assert done == [{"type": "done", "id": "x", "avatar": "a", "abandoned": True}]
+    assert line.keyframes == 2  # "Ha!" played; "And then" never became a sentence
+    assert np.abs(sink.frames[-1] - Language().rest).max() < 1e-6
+    with pytest.raises(ValueError):
+        av.feed(line, " more.")
+    av.say(LineRequest("Ha ha.", id="y"))  # the next line plays as usual
+    tick_until(av, lambda: any(e.get("id") == "y" and e["type"] == "done" for e in events))
+    assert events[-1] == {"type": "done", "id": "y", "avatar": "a"}
+    av.close()
+
+
+def test_interrupt_ends_a_chunked_line_that_waits_for_text():
+    av, sink, events = make(Echo())
+    line = av.say(LineRequest("Ha! Wait", id="x"), chunked=True, chunk_timeout=None)
+    tick_until(av, lambda: line.keyframes == 2)
+    assert av.interrupt() == []
+    tick_until(av, lambda: line.reported)
+    assert [e for e in events if e["type"] == "done"] == [
+        {"type": "done", "id": "x", "avatar": "a", "interrupted": True}]
+    av.close()
+
+
+def test_a_chunked_line_is_bounded():
+    av, _, _ = make(Echo())
+    line = av.say(LineRequest("Ha", id="x"), chunked=True, max_chars=10)
+    with pytest.raises(ValueError, match="more than 10"):
+        av.feed(line, "0123456789")
+    av.feed(line, ".", final=True)
+    av.close()

@@ -53,6 +53,22 @@ def test_unreachable_server_is_a_clear_error():
         list(b.stream(LineRequest("hi")))
 
 
+def test_every_clause_keeps_heard_context_and_emotion(monkeypatch):
+    seen = []
+
+    def clause(self, server, req, keyframes, budget, cancel):
+        seen.append(req)
+        yield "2 joy 5\n"
+
+    monkeypatch.setattr(ServerBackend, "_clause", clause)
+    b = ServerBackend("http://127.0.0.1:1", "root ::= x")
+    req = LineRequest("She laughs, then suddenly cries.", context="a wake", emotion="sad", id="c1",
+                      heard="He is gone.")
+    assert [p for p, _ in b.stream(req)] == ["2 joy 5\n", "2 joy 5\n"]
+    assert len(seen) == 2 and seen[0].text == "She laughs"
+    assert all((r.heard, r.context, r.emotion, r.id) == ("He is gone.", "a wake", "sad", "c1") for r in seen)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     pytest.importorskip("llama_cpp.server.app", reason="needs the test extra (llama-cpp-python's server)")

@@ -147,3 +147,45 @@ def test_say_speech_fields():
                 {"talk": "yes"}):
         msg = json.dumps({"type": "say", "text": "Hi", **bad}, allow_nan=True)
         assert code_of(s, msg) == "invalid_field", bad
+
+
+# -- heard, and a line sent in chunks ----------------------------------------------------------------
+def test_heard_is_a_validated_string_field():
+    s = session()
+    cmd = s.receive(json.dumps({"type": "say", "text": "Okay.", "heard": "  I'm pregnant. "}), 0.0)
+    assert cmd.heard == "I'm pregnant." and cmd.text == "Okay."
+    for bad, why in ((5, "expected a string"), (["a"], "expected a string"), ("x" * 1001, "at most 1000"),
+                     ("a\x00b", "control characters")):
+        with pytest.raises(proto.ProtocolError) as e:
+            s.receive(json.dumps({"type": "say", "text": "Okay.", "heard": bad}), 0.0)
+        assert e.value.code == "invalid_field" and e.value.message.startswith("heard:") and why in e.value.message
+
+
+def test_chunks_of_one_line_take_one_rate_token_and_end_with_more_false():
+    s = session(say_burst=1, say_rate=0.001)
+    first = s.receive('{"type":"say","id":"x","text":"Hey! You","more":true,"heard":"Hi."}', 0.0)
+    assert first == proto.Say(text="Hey! You", avatar="alice", id="x", heard="Hi.", more=True)
+    for i in range(20):  # a chat model's tokens: no rate limit on the chunks of an open line
+        assert s.receive(json.dumps({"type": "say", "id": "x", "text": f" w{i}", "more": True}), 0.1) == \
+            proto.Chunk("alice", "x", f" w{i}", True)
+    assert s.receive('{"type":"say","id":"x","text":"","more":false}', 0.2) == proto.Chunk("alice", "x", "", False)
+    assert code_of(s, '{"type":"say","id":"x","text":"again"}', 0.3) == "rate_limited"  # a new line now
+
+
+def test_chunk_rules():
+    s = session(max_turn=20, chunk_timeout=5.0)
+    assert code_of(s, '{"type":"say","text":"no id","more":true}') == "missing_field"
+    assert code_of(s, '{"type":"say","id":"m","text":"x","more":"yes"}') == "invalid_field"
+    assert code_of(s, '{"type":"say","id":"w","text":"Hi","more":true,"talk":true}') == "invalid_field"
+    s.receive('{"type":"say","id":"a","text":"","more":true}', 0.0)  # an empty first chunk opens it
+    assert code_of(s, '{"type":"say","id":"a","text":" more","emotion":"joy","more":true}', 1.0) == "invalid_field"
+    s.receive('{"type":"say","id":"a","text":"0123456789","more":true}', 1.0)
+    assert code_of(s, '{"type":"say","id":"a","text":"0123456789X","more":true}', 2.0) == "invalid_field"
+    assert isinstance(s.receive('{"type":"say","id":"a","text":"0123456789","more":true}', 2.0), proto.Chunk)
+    s.receive('{"type":"say","id":"c","avatar":"bob","text":"Hi","more":true}', 2.0)
+    assert s.receive('{"type":"say","id":"c","text":"!","more":false}', 2.0) == proto.Chunk("bob", "c", "!", False)
+    # another avatar's line of the same id is another line
+    assert isinstance(s.receive('{"type":"say","id":"a","avatar":"bob","text":"Hi"}', 2.0), proto.Say)
+    # silent longer than chunk_timeout: that line is gone, the id starts a new one
+    assert isinstance(s.receive('{"type":"say","id":"a","text":"New.","more":true}', 7.5), proto.Say)
+    assert code_of(s, '{"type":"say","id":"b","text":"   "}', 8.0) == "invalid_field"  # whole lines need text

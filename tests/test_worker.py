@@ -66,3 +66,32 @@ def test_a_model_process_that_dies_while_loading_is_a_clear_error(config, monkey
     monkeypatch.setattr(assemble, "local_backend", lambda cfg, lang: os._exit(7))
     with pytest.raises(GenerationError, match=r"died while loading the model \(exit code 7\)"):
         worker.ProcessBackend(config)
+
+
+def test_heard_crosses_the_process_boundary(proc_backend, language):
+    """The whole request goes to the child, `heard` included (the feeling classifier reads it there)."""
+    import pickle
+
+    sent = []
+    gen = proc_backend._gen
+    conn = gen.conn
+    real_send = conn.send
+
+    class Tap:
+        def __getattr__(self, name):
+            return getattr(conn, name)
+
+        def send(self, obj):
+            sent.append(pickle.loads(pickle.dumps(obj)))  # what the child unpickles
+            real_send(obj)
+
+    gen.conn = Tap()
+    try:
+        req = LineRequest("Okay.", heard="I'm pregnant.", context="a kitchen", id="h")
+        keys = list(stream_keyframes(proc_backend, KeyframeParser(language), req))
+    finally:
+        gen.conn = conn
+    assert keys
+    lines = [m[2] for m in sent if m and m[0] == "line"]  # ("line", id, request)
+    assert lines == [req]
+    assert lines[0].heard == "I'm pregnant."

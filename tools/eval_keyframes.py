@@ -8,11 +8,18 @@ factor (seconds of animation per second of generation).
 
     .venv/bin/python tools/eval_keyframes.py --prompts tests/data/prompts_heldout.jsonl
     .venv/bin/python tools/eval_keyframes.py --prompts ../shared/eval/prompts_dev.jsonl --plain
+    .venv/bin/python tools/eval_keyframes.py --meld ../shared/data/emotion/meld/dev_sent_emo.csv --heard
+
+``--meld`` scores TV dialogue one utterance at a time (``--heard``: with the utterance before it in
+the same dialogue as ``heard``): each face is read back by the probe's ``label_segment`` (a face
+left at rest is neutral) and the summary adds the weighted F1 over MELD's seven classes.
+``--classifier-only`` skips the keyframe model and scores the feeling model's own label.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import importlib.util
 import json
 import statistics
@@ -41,7 +48,15 @@ def main(argv: list[str] | None = None) -> int:
     from runtime.generate.models import adapter, resolve
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--prompts", required=True)
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompts")
+    src.add_argument("--meld", help="MELD CSV (Utterance, Emotion, Dialogue_ID, Utterance_ID): measure only")
+    ap.add_argument("--heard", action="store_true", help="--meld: the previous utterance as heard")
+    ap.add_argument("--every", type=int, default=1, help="--meld: every Nth utterance only")
+    ap.add_argument("--feeling", default="auto", help="feeling model: 'auto' (shipped), '' (none) or a path")
+    ap.add_argument("--feeling-weight", type=float, default=None)
+    ap.add_argument("--change", type=float, default=None, help="beat change confidence (feeling.change)")
+    ap.add_argument("--classifier-only", action="store_true", help="score the feeling model's label alone")
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--lora", default="", help="adapter path, 'auto' (the shipped one) or '' (none: few-shot)")
     ap.add_argument("--config")
@@ -74,6 +89,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.question is not None:  # an experiment: the question after the text costs ~11 tokens a line
         prompt_mod.QUESTION = args.question
     lora = adapter(args.model, args.lora)
+    cfg.feeling.model = args.feeling
+    rss0 = _rss_mb()
+    feeling = assemble.feeling(cfg)
+    feeling_mb = _rss_mb() - rss0
+    prompts = (meld_prompts(args.meld, args.heard, args.every) if args.meld else
+               [json.loads(line) for line in open(args.prompts) if line.strip()])[: args.limit or None]
+    if args.classifier_only:
+        if feeling is None:
+            raise SystemExit("--classifier-only needs a feeling model")
+        truth = [p["expect"][0] for p in prompts]
+        t0 = time.perf_counter()
+        pred = [feeling.classify(p["text"], p.get("heard", "")).label for p in prompts]
+        ms = 1000 * (time.perf_counter() - t0) / max(len(prompts), 1)
+        print(json.dumps({"lines": len(prompts), "weighted_f1": round(weighted_f1(truth, pred), 4),
+                          "accuracy": round(sum(t == p for t, p in zip(truth, pred)) / max(len(truth), 1), 4),
+                          "ms_per_line": round(ms, 1), "memory_mb": round(feeling_mb, 1),
+                          "per_class": per_class(truth, pred)}))
+        return 0
     t0 = time.perf_counter()
     backend = LlamaBackend(resolve(args.model), assemble.grammar(cfg, lang), n_threads=args.threads,
                            n_ctx=cfg.model.context, max_tokens=cfg.model.max_tokens,
@@ -81,9 +114,10 @@ def main(argv: list[str] | None = None) -> int:
                            split_clauses=not (args.plain or args.no_split), examples=examples,
                            max_keyframes=cfg.keyframes.max_keyframes, consistent=not args.no_consistent,
                            level_floor=0 if args.plain else 4, cue_prior=0.0 if args.no_cues else 2.0,
-                           onset=not args.no_onset)
+                           onset=not args.no_onset, feeling=feeling,
+                           feeling_weight=cfg.feeling.weight if args.feeling_weight is None else args.feeling_weight,
+                           beat_change=cfg.feeling.change if args.change is None else args.change)
     load_s = time.perf_counter() - t0
-    prompts = [json.loads(line) for line in open(args.prompts) if line.strip()][: args.limit or None]
     if args.bench_kv:
         bench_kv(backend, prompts[: args.bench_kv])
         return 0
@@ -91,6 +125,62 @@ def main(argv: list[str] | None = None) -> int:
         backend.calibrate = calibrate
         run(args, probe, backend, lang, prompts, calibrate, load_s)
     return 0
+
+
+def _rss_mb() -> float:
+    """This process's resident memory (Linux), for the feeling model's cost."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(x.split()[1]) for x in f if x.startswith("VmRSS:")) / 1024
+    except (OSError, StopIteration):
+        return float("nan")
+
+
+def _clean(text: str) -> str:
+    """MELD's typographic quotes and stray cp1252 bytes, as plain ASCII punctuation."""
+    for a, b in (("\x92", "'"), ("\x91", "'"), ("\x93", '"'), ("\x94", '"'), ("\x85", "..."), ("\x96", "-"),
+                 ("\x97", "-"), ("\u2019", "'"), ("\u2018", "'"), ("\u201c", '"'), ("\u201d", '"'),
+                 ("\u2026", "..."), ("\u2014", "-"), ("\u2013", "-"), ("\u00a0", " ")):
+        text = text.replace(a, b)
+    return " ".join(text.split())
+
+
+def meld_prompts(path: str, heard: bool, every: int) -> list[dict]:
+    """MELD rows as prompts ({id, text, expect, heard}), in dialogue order."""
+    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+        rows = list(csv.DictReader(f))
+    rows.sort(key=lambda r: (int(r["Dialogue_ID"]), int(r["Utterance_ID"])))
+    out, prev = [], {}
+    for r in rows:
+        text = _clean(r["Utterance"])
+        d = r["Dialogue_ID"]
+        out.append({"id": f"meld{d}_{r['Utterance_ID']}", "text": text, "expect": [r["Emotion"]],
+                    "heard": prev.get(d, "") if heard else ""})
+        prev[d] = text
+    return out[:: max(1, every)]
+
+
+def weighted_f1(truth: list[str], pred: list[str]) -> float:
+    """F1 per class present in ``truth``, weighted by its share (a predicted class not in truth,
+    such as contempt on MELD, is simply wrong)."""
+    n = len(truth)
+    total = 0.0
+    for c in set(truth):
+        tp = sum(t == p == c for t, p in zip(truth, pred))
+        fp = sum(p == c != t for t, p in zip(truth, pred))
+        fn = sum(t == c != p for t, p in zip(truth, pred))
+        total += (2 * tp / (2 * tp + fp + fn) if tp else 0.0) * sum(t == c for t in truth) / n
+    return total
+
+
+def per_class(truth: list[str], pred: list[str]) -> dict[str, dict]:
+    out = {}
+    for c in sorted(set(truth) | set(pred)):
+        tp = sum(t == p == c for t, p in zip(truth, pred))
+        out[c] = {"n": sum(t == c for t in truth), "predicted": sum(p == c for p in pred),
+                  "recall": round(tp / max(1, sum(t == c for t in truth)), 3),
+                  "precision": round(tp / max(1, sum(p == c for p in pred)), 3)}
+    return out
 
 
 def bench_kv(backend, prompts: list[dict]) -> None:
@@ -148,9 +238,12 @@ def run(args, probe, backend, lang, prompts, calibrate: float, load_s: float) ->
     rtfs_cpu: list[float] = []
     rtfs: list[float] = []
     tpk: list[float] = []
+    truth: list[str] = []
+    pred: list[str] = []
     for p in prompts:
         parser = KeyframeParser(lang)
-        req = LineRequest(text=p["text"], context=p.get("context", ""), emotion=p.get("emotion", ""))
+        req = LineRequest(text=p["text"], context=p.get("context", ""), emotion=p.get("emotion", ""),
+                          heard=p.get("heard", ""))
         start, cpu0 = time.perf_counter(), time.process_time()
         first = first_cpu = None
         keys = []
@@ -173,6 +266,8 @@ def run(args, probe, backend, lang, prompts, calibrate: float, load_s: float) ->
         expect = p["expect"]
         got = [probe.label_segment(seg) for seg in probe.segments(kfs, len(expect))]
         hits = sum(g == e for g, e in zip(got, expect))
+        truth += expect
+        pred += ["neutral" if g == "missing" else g for g in got]
         right += hits
         total += len(expect)
         whole += hits == len(expect)
@@ -182,7 +277,9 @@ def run(args, probe, backend, lang, prompts, calibrate: float, load_s: float) ->
             print(f"{mark} {p['id']} expect={'>'.join(expect)} got={'>'.join(got)}  {p['text'][:60]!r}  [{items}]",
                   flush=True)
     summary = {
-        "prompts_file": args.prompts, "model": args.model, "plain": args.plain, "calibrate": calibrate,
+        "prompts_file": args.prompts or args.meld, "model": args.model, "heard": args.heard,
+        "feeling": args.feeling, "weighted_f1": round(weighted_f1(truth, pred), 4), "plain": args.plain,
+        "calibrate": calibrate,
         "split": not (args.plain or args.no_split),
         "segment_accuracy": round(right / max(total, 1), 4), "prompt_accuracy": round(whole / max(len(prompts), 1), 4),
         "well_formed": round(1 - bad / max(lines, 1), 4), "load_s": round(load_s, 2),
@@ -194,6 +291,8 @@ def run(args, probe, backend, lang, prompts, calibrate: float, load_s: float) ->
         "grammar_full_mask_share": round(backend.grammar_counts["full_checks"] / max(
             backend.grammar_counts["checks"] + backend.grammar_counts["full_checks"], 1), 3),
     }
+    if args.meld:
+        summary["per_class"] = per_class(truth, pred)
     print(json.dumps(summary) if args.json else f"segment accuracy: {summary['segment_accuracy']:.3f}  {summary}",
           flush=True)
 

@@ -19,8 +19,13 @@ here all happen between two tokens:
 
 Measured effect of each piece and the speed figures: docs/BENCHMARKS.md (issue 3 section).
 
-A line that tells a sequence is generated clause by clause (:func:`prompt.clauses`), the keyframe
-times continuing across clauses.
+* **the feeling model's reading** (runtime/text/feeling.py): a small classifier hears the feeling in
+  the words of each beat (and in what the character just ``heard``); ``feeling_weight * log p`` is
+  added to each emotion's score, so dialogue that names no feeling ("Please, don't hurt me") is
+  read by what it means, and the line's intensity bounds the levels the keyframes may take.
+
+A line is generated beat by beat (:func:`beats.plan`: the clauses of a stage direction, the
+sentences of a turn whose feeling changes), the keyframe times continuing across beats.
 
 **Lines generated together** (one batch): every line being generated is its own sequence in the
 KV cache (ids 1..``batch``; id 0 holds the prefix, which a new line gets with
@@ -55,9 +60,11 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.generate import beats
 from runtime.generate import prompt as prompts
 from runtime.generate.prompt import LineRequest
 from runtime.keyframes.language import Language
+from runtime.text.feeling import FeelingModel
 
 log = logging.getLogger(__name__)
 
@@ -310,7 +317,9 @@ class LlamaBackend:
                  examples: list[tuple[str, str]] | None = None, language: Language | None = None,
                  calibrate: float = 1.0, split_clauses: bool = True, clause_keyframes: int = 3,
                  max_keyframes: int = 8, emotion_prior: float = 3.0, consistent: bool = True,
-                 cue_prior: float = 2.0, level_floor: int = 4, onset: bool = True, batch: int = 8) -> None:
+                 cue_prior: float = 2.0, level_floor: int = 4, onset: bool = True,
+                 feeling: FeelingModel | None = None, feeling_weight: float = 2.5,
+                 beat_change: float = 0.55, batch: int = 8) -> None:
         try:
             import llama_cpp
             from llama_cpp import Llama
@@ -343,6 +352,9 @@ class LlamaBackend:
         self.cue_prior = cue_prior
         self.level_floor = level_floor
         self.onset = onset
+        self.feeling = feeling
+        self.feeling_weight = feeling_weight
+        self.beat_change = beat_change
         self._pieces: dict[int, str] = {}
         self._word_presets: dict[int, frozenset[str]] = {}
         self.stats: dict[str, float] = {}
@@ -458,10 +470,11 @@ class LlamaBackend:
         part = prompts.line_part(req, self.template)
         return self.llm.tokenize(part[len(self._open):].encode("utf-8"), add_bos=False, special=True)
 
-    def _onset_ids(self, grammar: _Grammar, emotion: str) -> tuple[str, list[int]] | None:
+    def _onset_ids(self, grammar: _Grammar, emotion: str,
+                   intensity: float | None = None) -> tuple[str, list[int]] | None:
         """The onset line for ``emotion`` and its tokens, fed through the grammar; None (grammar
         reset) if the grammar refuses it, and the model writes the first line itself."""
-        text = prompts.onset_line(emotion)
+        text = prompts.onset_line(emotion, intensity)
         ids = self.llm.tokenize(text.encode(), add_bos=False, special=False)
         for t in ids:
             if not grammar.allows(t):
@@ -507,16 +520,19 @@ class LlamaBackend:
                 return t
         return None
 
-    def _level_token(self, grammar: _Grammar, greedy: int, logits: np.ndarray, line: str) -> int | None:
-        """An emotion's level is at least ``level_floor``: a face that means it (a level-2 sadness
-        reads as nothing). Neutral and actions keep any level."""
+    def _level_token(self, grammar: _Grammar, greedy: int, logits: np.ndarray, line: str,
+                     intensity: float | None) -> int | None:
+        """An emotion's level is at least ``level_floor`` (a level-2 sadness reads as nothing) and,
+        when the line's intensity is known, within its range (:func:`prompt.level_range`). Neutral
+        and actions keep any level."""
         m = _LEVEL_POS.match(line)
         if m is None or self.language.preset(m.group(1)) not in EMOTIONS[:-1]:
             return None
-        if int(self.piece(greedy).strip()) >= self.level_floor and grammar.allows(greedy):
+        lo, hi = prompts.level_range(intensity, self.level_floor)
+        if lo <= int(self.piece(greedy).strip()) <= hi and grammar.allows(greedy):
             return greedy
         for t in sorted(self._levels, key=lambda t: -logits[t]):
-            if int(self.piece(t).strip()) >= self.level_floor and grammar.allows(t):
+            if lo <= int(self.piece(t).strip()) <= hi and grammar.allows(t):
                 return t
         return None
 
@@ -556,6 +572,8 @@ class LlamaBackend:
             if name == hint:
                 s += self.emotion_prior
             s += self.cue_prior * ((name in cues) + 0.5 * (name in context_cues))
+            if calibrated and req.prior:  # the feeling model's reading of the words
+                s += self.feeling_weight * req.prior.get(name, math.log(1e-4))
             score[name] = s
         best = max(score, key=score.__getitem__)
         self.last_scores = score
@@ -575,7 +593,7 @@ class LlamaBackend:
         # the feeling line is ours, not the model's: it goes into the context, never to the parser
         feel_ids = self.llm.tokenize(f" {word}.\n".encode(), add_bos=False, special=False)
         lines = 0
-        onset = self._onset_ids(grammar, chosen) if self.onset else None
+        onset = self._onset_ids(grammar, chosen, req.intensity) if self.onset else None
         if onset is not None:
             # The first keyframe leaves now, before the model evaluates it with the feeling line.
             emit(onset[0], len(onset[1]))
@@ -593,7 +611,7 @@ class LlamaBackend:
             if self.consistent and _NAME_POS.match(line):
                 pick = self._expression_token(grammar, tok, logits, chosen)
             elif self.level_floor and self.piece(tok).strip().isdigit():
-                pick = self._level_token(grammar, tok, logits, line)
+                pick = self._level_token(grammar, tok, logits, line, req.intensity)
             if pick is not None:
                 tok = pick
             elif not grammar.allows(tok):
@@ -665,13 +683,12 @@ class LlamaBackend:
 
     def stream(self, req: LineRequest, cancel: threading.Event | None = None) -> Iterator[tuple[str, int]]:
         """Yield (text, tokens) pieces as the model writes them; keyframe times continue across clauses."""
-        parts = prompts.clauses(req.text) if self.split_clauses else [req.text]
+        parts = beats.plan(req, self.feeling, split=self.split_clauses, change=self.beat_change)
         # one beat: a few keyframes (onset, apex, settle); several: an even share each, so each beat
         # gets about the same time and the switch lands where the text puts it
         each = min(self.max_keyframes, self.clause_keyframes + 1) if len(parts) == 1 else max(
             2, min(self.clause_keyframes, self.max_keyframes // len(parts)))
-        subs = [LineRequest(text=clause, context=req.context, emotion=req.emotion, id=req.id) for clause in parts]
-        job = _Job(lambda seq, job: self._line(seq, job, subs, each), cancel)
+        job = _Job(lambda seq, job: self._line(seq, job, parts, each), cancel)
         for piece in self._run(job):
             if cancel is not None and cancel.is_set():
                 continue  # queued before the cancel reached the batch loop: dropped, as if never made

@@ -22,6 +22,9 @@ class LineRequest:
     emotion: str = ""
     id: str = ""
     heard: str = ""  # what was just said to the character (read by the feeling classifier)
+    # set per beat by generate/beats.py from the feeling model: log p(emotion), and 0..1 how strongly
+    prior: dict[str, float] | None = None
+    intensity: float | None = None
 
 
 SYSTEM = (
@@ -146,9 +149,21 @@ ONSET: dict[str, tuple[int, int]] = {"surprise": (1, 7), "neutral": (4, 0), "sad
 ONSET_DEFAULT = (3, 5)
 
 
-def onset_line(emotion: str) -> str:
+def onset_line(emotion: str, intensity: float | None = None) -> str:
+    """The onset for ``emotion``; an ``intensity`` (0..1, 0.5 = as written above) scales its level."""
     tenths, level = ONSET.get(emotion, ONSET_DEFAULT)
+    if intensity is not None and level:
+        level = max(3, min(9, round(level * (0.5 + intensity))))
     return f"{tenths} {emotion} {level}\n"
+
+
+def level_range(intensity: float | None, floor: int) -> tuple[int, int]:
+    """The levels an emotion's keyframes may take for a line's intensity (0..1): a mild line stays
+    low ("I'm a bit cross": 4-5), an outburst goes far ("MY sword?!": 8-9). No intensity: floor-9."""
+    if intensity is None:
+        return floor, 9
+    top = max(floor, min(9, round(4 + 5 * intensity)))
+    return max(floor, top - 2), top
 
 
 def line_part(req: LineRequest, template: str = "chatml", feeling: str | None = None) -> str:

@@ -26,9 +26,11 @@ import time
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
+from runtime.generate import beats
 from runtime.generate import prompt as prompts
 from runtime.generate.llama import GenerationError
 from runtime.generate.prompt import LineRequest
+from runtime.text.feeling import FeelingModel
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +121,10 @@ class ServerBackend:
     def __init__(self, url: str | list[str], grammar: str, *, max_tokens: int = 96, timeout: float = 10.0,
                  max_keyframes: int = 8, clause_keyframes: int = 3, split_clauses: bool = True,
                  model: str = "", system: str = prompts.SYSTEM,
-                 examples: list[tuple[str, str]] | None = None, slots: int = 1,
-                 retry_after: float = 10.0) -> None:
+                 examples: list[tuple[str, str]] | None = None, feeling: FeelingModel | None = None,
+                 beat_change: float = 0.55, slots: int = 1, retry_after: float = 10.0) -> None:
+        self.feeling = feeling  # no logits come back: its reading goes to the server as the Emotion hint
+        self.beat_change = beat_change
         urls = [url] if isinstance(url, str) else list(url)
         if not urls:
             raise ServerError("no model server URL given")
@@ -222,7 +226,7 @@ class ServerBackend:
 
     def stream(self, req: LineRequest, cancel: threading.Event | None = None) -> Iterator[tuple[str, int]]:
         """Yield whole keyframe lines as the server writes them; times continue across clauses."""
-        parts = prompts.clauses(req.text) if self.split_clauses else [req.text]
+        parts = beats.plan(req, self.feeling, split=self.split_clauses, change=self.beat_change)
         each = min(self.max_keyframes, self.clause_keyframes + 1) if len(parts) == 1 else max(
             2, min(self.clause_keyframes, self.max_keyframes // len(parts)))
         server = self._acquire(cancel)
@@ -233,8 +237,9 @@ class ServerBackend:
             t0 = time.perf_counter()
             first = None
             pieces = 0
-            for clause in parts:
-                sub = LineRequest(text=clause, context=req.context, emotion=req.emotion, id=req.id)
+            for sub in parts:  # each beat keeps heard, context ...
+                if sub.prior and not sub.emotion.strip():
+                    sub.emotion = max(sub.prior, key=sub.prior.__getitem__)
                 line, n = "", 0
                 for piece in self._clause(server, sub, each, self.max_tokens, cancel):
                     pieces += 1

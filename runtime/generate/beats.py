@@ -1,0 +1,92 @@
+"""A line -> its beats: the parts that each carry one feeling, in order, each read by the feeling model.
+
+A stage direction that tells a sequence ("laughs, then looks worried") is cut at its connectives
+(:func:`prompt.clauses`): those cuts always stand. A character's turn is cut into sentences
+(:func:`runtime.text.split_sentences`), and a sentence starts a new beat only when the feeling model
+hears another feeling in it with some confidence ("Ha! You fell right in the mud! Wait, are you
+bleeding?" is joy, then fear); otherwise it joins the beat before ("You got the part? That's
+amazing!" stays one joyful beat). Each beat is one request to the keyframe model, carrying the
+feeling model's reading as a prior (``LineRequest.prior``) and the line's intensity.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+
+from runtime.generate import prompt as prompts
+from runtime.generate.prompt import LineRequest
+from runtime.text import split_sentences
+from runtime.text.feeling import Feeling, FeelingModel
+
+_WORDS = re.compile(r"[A-Za-z0-9']+")
+
+
+def _sub(req: LineRequest, text: str, feeling: Feeling | None) -> LineRequest:
+    sub = replace(req, text=text)
+    if feeling is not None:
+        sub.prior = feeling.log_prior()
+        sub.intensity = feeling.intensity
+    return sub
+
+
+SHORT = 3  # words: a sentence shorter than this ("Ha!", "Best.", "No way.") is read with its neighbour
+
+
+def _whole_sentences(sentences: list[str]) -> list[str]:
+    """Sentences with the very short ones joined to the next (the last to the one before): "Best.
+    Birthday. Ever." is one exclamation, "Ha! You fell in the mud!" one laugh."""
+    out: list[str] = []
+    carry = ""
+    for s in sentences:
+        s = f"{carry} {s}" if carry else s
+        carry = s if len(_WORDS.findall(s)) < SHORT else ""
+        if not carry:
+            out.append(s)
+    if carry:
+        if out:
+            out[-1] = f"{out[-1]} {carry}"
+        else:
+            out.append(carry)
+    return out
+
+
+def plan(req: LineRequest, feeling: FeelingModel | None, *, split: bool = True, most: int = 3,
+         change: float = 0.55) -> list[LineRequest]:
+    """The beats of ``req`` as requests (at most ``most``; more fold into the last).
+
+    ``change``: the probability the feeling model must give a sentence's own feeling, other than
+    the beat's so far, for that sentence to start a new beat.
+    """
+    if not split:
+        return [_sub(req, req.text, feeling.classify(req.text, req.heard) if feeling else None)]
+    if feeling is None:  # no reader of feelings: only the stage-direction connectives cut
+        return [_sub(req, c, None) for c in prompts.clauses(req.text, most)]
+    # (text, forced): a clause after a connective always starts a beat; a sentence only on a change
+    pieces: list[tuple[str, bool]] = []
+    for s in _whole_sentences(split_sentences(req.text) or [req.text]):
+        cut = prompts.clauses(s, most)
+        # a sentence of one clause stays whole: its "?!" is part of how it sounds
+        pieces += [(s, False)] if len(cut) == 1 else [(c, k > 0) for k, c in enumerate(cut)]
+    read: dict[str, Feeling] = {}
+
+    def classify(text: str) -> Feeling:  # each text read once (a one-sentence line: one call)
+        if text not in read:
+            read[text] = feeling.classify(text, req.heard)
+        return read[text]
+
+    groups: list[list[str]] = []
+    label = ""
+    for text, forced in pieces:
+        got = classify(text)
+        new = forced or (got.label != label and got.probs[got.label] >= change)
+        if not groups or new:
+            groups.append([text])
+            label = got.label
+        else:
+            groups[-1].append(text)
+    if len(groups) > most:
+        groups = groups[: most - 1] + [[t for g in groups[most - 1:] for t in g]]
+    if len(groups) == 1:
+        return [_sub(req, req.text, classify(req.text))]
+    return [_sub(req, " ".join(g), classify(" ".join(g))) for g in groups]
