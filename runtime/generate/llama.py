@@ -280,10 +280,11 @@ class _Job:
     """One line in the batch: its program (a generator: tokens out, logits in) and its messages."""
 
     def __init__(self, program: Callable[[_Seq, _Job], Generator[list[int], np.ndarray, None]],
-                 cancel: threading.Event | None) -> None:
+                 cancel: threading.Event | None, sink: Callable[[object], None] | None = None) -> None:
         self.make = program
         self.cancel = cancel
         self.out: queue.SimpleQueue = queue.SimpleQueue()  # (piece, tokens), then _END or an exception
+        self.put = sink or self.out.put  # called on the batch loop's thread
         self.abandoned = False  # the consumer stopped reading
         self.seq: _Seq | None = None
         self.program: Generator[list[int], np.ndarray, None] | None = None
@@ -297,7 +298,7 @@ class _Job:
         self.started = True
         if self.trace is not None:
             self.trace.append((piece, self.seq.n_past if self.seq else -1))
-        self.out.put((piece, tokens))
+        self.put((piece, tokens))
 
     @property
     def stopped(self) -> bool:
@@ -683,27 +684,48 @@ class LlamaBackend:
 
     def stream(self, req: LineRequest, cancel: threading.Event | None = None) -> Iterator[tuple[str, int]]:
         """Yield (text, tokens) pieces as the model writes them; keyframe times continue across clauses."""
+        return self._line_job(req, cancel, None)
+
+    def _line_job(self, req: LineRequest, cancel: threading.Event | None,
+                  sink: Callable[[object], None] | None) -> Iterator[tuple[str, int]]:
         parts = beats.plan(req, self.feeling, split=self.split_clauses, change=self.beat_change)
         # one beat: a few keyframes (onset, apex, settle); several: an even share each, so each beat
         # gets about the same time and the switch lands where the text puts it
         each = min(self.max_keyframes, self.clause_keyframes + 1) if len(parts) == 1 else max(
             2, min(self.clause_keyframes, self.max_keyframes // len(parts)))
-        job = _Job(lambda seq, job: self._line(seq, job, parts, each), cancel)
+        job = _Job(lambda seq, job: self._line(seq, job, parts, each), cancel, sink)
+        if sink is not None:
+            self._submit(job)
+            return
         for piece in self._run(job):
             if cancel is not None and cancel.is_set():
                 continue  # queued before the cancel reached the batch loop: dropped, as if never made
             yield piece
         self.stats = job.stats
 
-    # -- the batch loop ---------------------------------------------------------------------------
-    def _run(self, job: _Job) -> Iterator[tuple[str, int]]:
-        """Hand ``job`` to the batch loop and yield its pieces until it ends (raising its error)."""
+    def start(self, req: LineRequest, cancel: threading.Event | None,
+              sink: Callable[[object], None]) -> None:
+        """Start a line without a thread to wait on it: ``sink`` gets each ``(piece, tokens)``, then
+        ``None`` at the end or the exception that ended it, on the batch loop's own thread (the model
+        process sends them from there: no thread hop per piece)."""
+        def put(item: object) -> None:
+            sink(None if item is _END else item)
+
+        for _ in self._line_job(req, cancel, put):
+            pass
+
+    def _submit(self, job: _Job) -> None:
         job.trace = self.trace
         with self._cv:
             if self._closed:
                 raise GenerationError("the model backend is closed")
             self._waiting.append(job)
             self._cv.notify()
+
+    # -- the batch loop ---------------------------------------------------------------------------
+    def _run(self, job: _Job) -> Iterator[tuple[str, int]]:
+        """Hand ``job`` to the batch loop and yield its pieces until it ends (raising its error)."""
+        self._submit(job)
         try:
             while True:
                 item = job.out.get()
@@ -769,9 +791,9 @@ class LlamaBackend:
 
     def _end(self, job: _Job, error: BaseException | None = None) -> None:
         if job.program is not None:
+            program, job.program = job.program, None
             with contextlib.suppress(Exception):
-                job.program.close()
-            job.program = None
+                program.close()
         if job in self._active:
             self._active.remove(job)
         if job.seq is not None:
@@ -779,7 +801,10 @@ class LlamaBackend:
             self._free.append(job.seq.id)
             self._grammars.append(job.seq.grammar)
             job.seq = None
-        job.out.put(error if error is not None else _END)
+        try:
+            job.put(error if error is not None else _END)
+        except Exception as e:  # a sink that cannot take it (a closed pipe): the line is over anyway
+            log.debug("line's end not delivered: %s", e)
 
     def _step(self) -> None:
         """One ``llama_decode`` over the next tokens of every active line."""

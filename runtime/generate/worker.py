@@ -5,15 +5,14 @@ clock that loop delays ticks. In a child process it cannot, and a model that cra
 the child with it: the line ends with an error, the child is started again, the face goes on.
 
 The child builds the same backend ``assemble.backend`` would; each line sent to it (tagged with an
-id) runs on a thread of its own there, so the backend generates all of them in one batch, and its
-``(piece, tokens)`` messages come back over the pipe with that id. A reader thread here routes them
+id) joins the backend's batch, and its ``(piece, tokens)`` messages go back over the pipe with that
+id, sent from the batch loop's own thread. A reader thread here routes them
 to the lines waiting; a ``cancel`` message ends one line only. If the child dies, every line in
 flight ends with an error and the child is started again.
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import multiprocessing as mp
@@ -63,19 +62,21 @@ def _child(cfg, conn) -> None:
         with send_lock:
             conn.send(msg)
 
-    def line(lid: int, req: LineRequest, cancel: threading.Event) -> None:
-        # one thread per line: the backend batches the lines of all of them (LlamaBackend.batch)
-        try:
-            for piece, tokens in backend.stream(req, cancel):
-                send(("piece", lid, piece, tokens))
-            send(("end", lid))
-        except (OSError, EOFError):
-            return  # the parent is gone
-        except Exception as e:
-            with contextlib.suppress(OSError):
-                send(("error", lid, f"{type(e).__name__}: {e}"))
-        finally:
-            cancels.pop(lid, None)
+    def sink(lid: int):
+        # called on the backend's batch loop thread: each piece goes out from there, no thread hop
+        def put(item) -> None:
+            try:
+                if item is None:
+                    cancels.pop(lid, None)
+                    send(("end", lid))
+                elif isinstance(item, BaseException):
+                    cancels.pop(lid, None)
+                    send(("error", lid, f"{type(item).__name__}: {item}"))
+                else:
+                    send(("piece", lid, item[0], item[1]))
+            except (OSError, ValueError):
+                pass  # the parent is gone; the main loop sees it and returns
+        return put
 
     while True:
         try:
@@ -87,7 +88,11 @@ def _child(cfg, conn) -> None:
         if msg[0] == "line":
             _, lid, req = msg
             ev = cancels[lid] = threading.Event()
-            threading.Thread(target=line, args=(lid, req, ev), name=f"line-{lid}", daemon=True).start()
+            try:
+                backend.start(req, ev, sink(lid))
+            except Exception as e:
+                cancels.pop(lid, None)
+                send(("error", lid, f"{type(e).__name__}: {e}"))
         elif msg[0] == "cancel":
             ev = cancels.get(msg[1])
             if ev is not None:
