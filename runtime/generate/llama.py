@@ -293,6 +293,7 @@ class _Job:
         self.trace: list | None = None
         self.started = False  # it has emitted a piece
         self.order = next(_ORDER)
+        self.stepped = time.monotonic()  # when a step last took its tokens
 
     def emit(self, piece: str, tokens: int) -> None:
         self.started = True
@@ -311,6 +312,7 @@ class LlamaBackend:
 
     concurrent = True
     PROMPT_TOKENS_PER_STEP = 32  # prompt tokens one step takes beyond the first line's (see _step)
+    HOLD_S = 0.25  # longest a playing line sits out while others wait for their first keyframe
 
     def __init__(self, model_path: str | Path, grammar: str, *, n_threads: int = 0,
                  n_ctx: int = 2048, max_tokens: int = 96, lora_path: str | None = None,
@@ -818,8 +820,14 @@ class LlamaBackend:
         # a step takes about one line's prompt: lines that have no keyframe yet first, oldest first.
         # Eight lines said at once then get their first keyframes one after another, not all at
         # the end of one long step; a line alone gets its whole prompt at once.
-        singles = [j for j in self._active if len(j.pending) == 1]
-        multi = sorted((j for j in self._active if len(j.pending) > 1), key=lambda j: (j.started, j.order))
+        now = time.monotonic()
+        active = self._active
+        if any(not j.started and len(j.pending) > 1 for j in active):
+            # While lines wait for their first keyframe, the ones already playing (their onset
+            # buffers ~0.5 s of face) sit out, for at most HOLD_S: every token of a step costs.
+            active = [j for j in active if not j.started or now - j.stepped > self.HOLD_S]
+        singles = [j for j in active if len(j.pending) == 1]
+        multi = sorted((j for j in active if len(j.pending) > 1), key=lambda j: (j.started, j.order))
         room = self._n_batch - len(singles)
         for job in singles:
             plan.append((job, 1, -1))
@@ -863,6 +871,7 @@ class LlamaBackend:
             return
         for job, take, row in plan:
             job.seq.n_past += take
+            job.stepped = now
             del job.pending[:take]
             if row >= 0:
                 ptr = self.lib.llama_get_logits_ith(self._ctx, row)
