@@ -67,7 +67,10 @@ def feeling(cfg: Config):
     name = cfg.feeling.model
     if not name:
         return None
-    return feeling_model.load(None if name == "auto" else name)
+    model = feeling_model.load(None if name == "auto" else name)
+    if model is not None:
+        model.heard_words = cfg.feeling.heard_words
+    return model
 
 
 def interpolator(cfg: Config):

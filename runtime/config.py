@@ -46,7 +46,8 @@ class KeyframesConfig:
 class FeelingConfig:
     model: str = "auto"  # the feeling model: "auto" = exported_models/feeling.onnx, "" = none, or a path
     weight: float = 2.5  # how much its reading (weight * log p) counts beside the keyframe model's own
-    change: float = 0.55  # its confidence in another feeling for a sentence to start a new beat
+    change: float = 0.65  # its confidence in another feeling for a sentence to start a new beat
+    heard_words: int = 4  # what was heard is read for replies of at most this many words; 0 = never
 
 
 @dataclass

@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     src.add_argument("--meld", help="MELD CSV (Utterance, Emotion, Dialogue_ID, Utterance_ID): measure only")
     ap.add_argument("--heard", action="store_true", help="--meld: the previous utterance as heard")
     ap.add_argument("--every", type=int, default=1, help="--meld: every Nth utterance only")
+    ap.add_argument("--heard-words", type=int, default=None, help="feeling.heard_words (read heard up to N words)")
     ap.add_argument("--feeling", default="auto", help="feeling model: 'auto' (shipped), '' (none) or a path")
     ap.add_argument("--feeling-weight", type=float, default=None)
     ap.add_argument("--change", type=float, default=None, help="beat change confidence (feeling.change)")
@@ -90,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         prompt_mod.QUESTION = args.question
     lora = adapter(args.model, args.lora)
     cfg.feeling.model = args.feeling
+    if args.heard_words is not None:
+        cfg.feeling.heard_words = args.heard_words
     rss0 = _rss_mb()
     feeling = assemble.feeling(cfg)
     feeling_mb = _rss_mb() - rss0

@@ -1,11 +1,12 @@
 """A line -> its beats: the parts that each carry one feeling, in order, each read by the feeling model.
 
-A stage direction that tells a sequence ("laughs, then looks worried") is cut at its connectives
-(:func:`prompt.clauses`): those cuts always stand. A character's turn is cut into sentences
-(:func:`runtime.text.split_sentences`), and a sentence starts a new beat only when the feeling model
-hears another feeling in it with some confidence ("Ha! You fell right in the mud! Wait, are you
-bleeding?" is joy, then fear); otherwise it joins the beat before ("You got the part? That's
-amazing!" stays one joyful beat). Each beat is one request to the keyframe model, carrying the
+A line is cut into sentences (:func:`runtime.text.split_sentences`) and each sentence at the
+connectives that tell a sequence in a stage direction (:func:`prompt.clauses`: "laughs, then looks
+worried"). A clause after a connective starts a new beat when the feeling model reads another
+feeling in it; a sentence only when it reads another feeling with some confidence (``change``):
+"Ha! You fell right in the mud! Wait, are you bleeding?" is joy, then fear, while "You got the
+part? That's amazing!" stays one joyful beat and "Keep your ticket until the end of the journey"
+one calm one. Otherwise a piece joins the beat before. Each beat is one request to the keyframe model, carrying the
 feeling model's reading as a prior (``LineRequest.prior``) and the line's intensity.
 """
 
@@ -52,7 +53,7 @@ def _whole_sentences(sentences: list[str]) -> list[str]:
 
 
 def plan(req: LineRequest, feeling: FeelingModel | None, *, split: bool = True, most: int = 3,
-         change: float = 0.55) -> list[LineRequest]:
+         change: float = 0.65) -> list[LineRequest]:
     """The beats of ``req`` as requests (at most ``most``; more fold into the last).
 
     ``change``: the probability the feeling model must give a sentence's own feeling, other than
@@ -62,7 +63,8 @@ def plan(req: LineRequest, feeling: FeelingModel | None, *, split: bool = True, 
         return [_sub(req, req.text, feeling.classify(req.text, req.heard) if feeling else None)]
     if feeling is None:  # no reader of feelings: only the stage-direction connectives cut
         return [_sub(req, c, None) for c in prompts.clauses(req.text, most)]
-    # (text, forced): a clause after a connective always starts a beat; a sentence only on a change
+    # (text, after a connective): such a clause starts a beat when it is read as another feeling at
+    # all; a sentence only when it is read as another feeling with some confidence
     pieces: list[tuple[str, bool]] = []
     for s in _whole_sentences(split_sentences(req.text) or [req.text]):
         cut = prompts.clauses(s, most)
@@ -77,9 +79,9 @@ def plan(req: LineRequest, feeling: FeelingModel | None, *, split: bool = True, 
 
     groups: list[list[str]] = []
     label = ""
-    for text, forced in pieces:
+    for text, after_connective in pieces:
         got = classify(text)
-        new = forced or (got.label != label and got.probs[got.label] >= change)
+        new = got.label != label and (after_connective or got.probs[got.label] >= change)
         if not groups or new:
             groups.append([text])
             label = got.label

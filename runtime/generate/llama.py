@@ -322,7 +322,7 @@ class LlamaBackend:
                  max_keyframes: int = 8, emotion_prior: float = 3.0, consistent: bool = True,
                  cue_prior: float = 2.0, level_floor: int = 4, onset: bool = True,
                  feeling: FeelingModel | None = None, feeling_weight: float = 2.5,
-                 beat_change: float = 0.55, batch: int = 8) -> None:
+                 beat_change: float = 0.65, batch: int = 8) -> None:
         try:
             import llama_cpp
             from llama_cpp import Llama

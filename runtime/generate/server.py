@@ -122,7 +122,7 @@ class ServerBackend:
                  max_keyframes: int = 8, clause_keyframes: int = 3, split_clauses: bool = True,
                  model: str = "", system: str = prompts.SYSTEM,
                  examples: list[tuple[str, str]] | None = None, feeling: FeelingModel | None = None,
-                 beat_change: float = 0.55, slots: int = 1, retry_after: float = 10.0) -> None:
+                 beat_change: float = 0.65, slots: int = 1, retry_after: float = 10.0) -> None:
         self.feeling = feeling  # no logits come back: its reading goes to the server as the Emotion hint
         self.beat_change = beat_change
         urls = [url] if isinstance(url, str) else list(url)

@@ -13,6 +13,7 @@ sword?!" reaches further than "I'm a bit cross", and a calm statement stays near
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -68,8 +69,18 @@ class FeelingModel:
     """The exported classifier. ``classify`` is thread-safe; ~5 ms a line on one core."""
 
     def __init__(self, model_path: str | Path, vocab_path: str | Path, threads: int = 1,
-                 providers: list[str] | None = None) -> None:
+                 providers: list[str] | None = None, heard_words: int = 4) -> None:
         import onnxruntime as ort
+
+        # heard is read only for replies this short ("Okay.", "Really?"): a longer line carries its
+        # own feeling, and a feeling heard from the other speaker must not leak into it (measured
+        # in docs/BENCHMARKS.md); 0 = never
+        self.heard_words = heard_words
+        # the card's log-prior shift per emotion: training balanced the classes, dialogue is mostly
+        # neutral (chosen on GoEmotions' dev split and our own held-out lines)
+        card = Path(model_path).with_suffix(".json")
+        bias = json.loads(card.read_text()).get("bias", {}) if card.exists() else {}
+        self.bias = np.array([float(bias.get(k, 0.0)) for k in LABELS], dtype=np.float64)
 
         t0 = time.perf_counter()
         opts = ort.SessionOptions()
@@ -84,10 +95,15 @@ class FeelingModel:
                  1000 * self.load_seconds)
 
     def probs(self, text: str, heard: str = "") -> dict[str, float]:
+        if len(text.split()) > self.heard_words:
+            heard = ""
         ids, types = self.tok.encode(text, heard, MAX_TOKENS)
         feed = {"input_ids": ids[None], "attention_mask": np.ones_like(ids)[None], "token_type_ids": types[None]}
         with self._lock:
-            p = self.sess.run(None, feed)[0][0]
+            p = self.sess.run(None, feed)[0][0].astype(np.float64)
+        if self.bias.any():
+            p = p * np.exp(self.bias)
+            p /= p.sum()
         return {k: float(v) for k, v in zip(LABELS, p)}
 
     def classify(self, text: str, heard: str = "") -> Feeling:
