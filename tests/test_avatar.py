@@ -248,3 +248,31 @@ def test_a_chunked_line_is_bounded():
         av.feed(line, "0123456789")
     av.feed(line, ".", final=True)
     av.close()
+
+
+def test_avatars_on_a_concurrent_backend_generate_at_the_same_time():
+    """A backend that batches (``concurrent``) is not taken in turns: two avatars' lines are in it at
+    once (this backend waits for both; taking turns, each would time out alone)."""
+    both = threading.Barrier(2)
+
+    class Batched:
+        concurrent = True
+
+        def stream(self, req, cancel=None):
+            both.wait(5)  # raises BrokenBarrierError unless the other line is in here too
+            yield "2 joy 5\n", 1
+
+    backend = Batched()
+    avs = [make(backend)[0:3:2] for _ in range(2)]
+    for av, _ in avs:
+        av.say(LineRequest("x"))
+    for n in range(120):
+        for av, _ in avs:
+            av.tick(n, n / 60)
+        time.sleep(1 / 60)
+        if all(any(e["type"] == "done" for e in ev) for _, ev in avs):
+            break
+    for av, ev in avs:
+        done = [e for e in ev if e["type"] == "done"]
+        assert done and "error" not in done[0]
+        av.close()

@@ -95,3 +95,56 @@ def test_heard_crosses_the_process_boundary(proc_backend, language):
     lines = [m[2] for m in sent if m and m[0] == "line"]  # ("line", id, request)
     assert lines == [req]
     assert lines[0].heard == "I'm pregnant."
+
+
+def test_lines_from_two_threads_are_generated_together_in_the_child(proc_backend, backend, language):
+    """Two lines at once through the pipe: both batched in the child, each what it is alone."""
+    texts = ["He frowns at the broken vase.", "Tears roll down her cheeks as she reads the letter."]
+    alone = {t: [(k.t, k.items) for k in stream_keyframes(backend, KeyframeParser(language), LineRequest(t))]
+             for t in texts}
+    got: dict = {}
+    overlap = threading.Barrier(2)
+
+    def line(text):
+        keys = []
+        for k in stream_keyframes(proc_backend, KeyframeParser(language), LineRequest(text)):
+            if not keys:
+                overlap.wait(60)  # each has its first keyframe before either goes on: both in flight
+            keys.append((k.t, k.items))
+        got[text] = keys
+
+    threads = [threading.Thread(target=line, args=(t,)) for t in texts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    for t in texts:
+        a, b = alone[t], got[t]
+        feel = [[language.preset(x[1][0][0]) for x in keys] for keys in (a, b)]  # tears, cry: sadness
+        assert len(a) == len(b) and feel[0] == feel[1]
+
+
+def test_a_child_killed_with_two_lines_in_flight_ends_both_and_restarts_once(proc_backend, language):
+    restarts = proc_backend.restarts
+    errors: list = []
+    first = threading.Barrier(3)
+
+    def line(text):
+        try:
+            for i, _ in enumerate(proc_backend.stream(LineRequest(text))):
+                if i == 0:
+                    first.wait(60)
+        except GenerationError as e:
+            errors.append(str(e))
+
+    threads = [threading.Thread(target=line, args=(t,)) for t in
+               ("She laughs, then cries, then laughs again.", "He grins, then frowns, then sighs.")]
+    for t in threads:
+        t.start()
+    first.wait(60)
+    os.kill(proc_backend.pid, signal.SIGKILL)
+    for t in threads:
+        t.join(120)
+    assert len(errors) == 2 and all("died" in e for e in errors)
+    assert proc_backend.restarts == restarts + 1
+    assert list(stream_keyframes(proc_backend, KeyframeParser(language), LineRequest("A big smile.")))
