@@ -884,6 +884,9 @@ class LlamaBackend:
             self._cv.notify()
         if self._loop_thread.is_alive() and threading.current_thread() is not self._loop_thread:
             self._loop_thread.join(5)
+        if self._loop_thread.is_alive():  # still inside a step: its buffers must outlive it
+            log.warning("model batch loop did not stop within 5 s; leaving its buffers")
+            return
         for g in self._grammars:
             g.close()
         self._grammars = []
