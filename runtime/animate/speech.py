@@ -171,6 +171,7 @@ class Phone:
     start: float
     end: float
     word: int  # index into SpeechPlan.words
+    gain: float = 1.0  # jaw factor from the voice's loudness (runtime.audio): 0 silent, >1 loud
 
 
 @dataclass(frozen=True)
@@ -301,6 +302,32 @@ class SpeechPlan:
         return cls._build(words, phones, "words", start)
 
     @classmethod
+    def from_phones(cls, phones: Sequence[tuple], start: float = 0.0, source: str = "audio") -> SpeechPlan:
+        """Plan the mouth from timed phones found in the audio (:mod:`runtime.audio`).
+
+        ``phones``: ``(phoneme, start, end, word, gain)`` tuples in time order, seconds from the
+        audio's start; ``word`` (text, may be "") and ``gain`` (jaw factor, default 1) optional.
+        The same segments, dominance blend and envelope as a plan from text; ``start`` shifts it
+        to where the audio starts in the line."""
+        start = _check_number(start, "start")
+        words: list[Word] = []
+        out: list[Phone] = []
+        last_word = None
+        for item in phones:
+            p, a, b = item[0], float(item[1]), float(item[2])
+            w = item[3] if len(item) > 3 else ""
+            g = float(item[4]) if len(item) > 4 else 1.0
+            if b <= a:
+                continue
+            if not words or w != last_word or not w:
+                words.append(Word(w, start + a, start + b))
+                last_word = w
+            else:
+                words[-1] = Word(w, words[-1].start, start + b)
+            out.append(Phone(p, start + a, start + b, len(words) - 1, g))
+        return cls._build(words, out, source, start)
+
+    @classmethod
     def _from_rate(cls, text: str, duration: float | None, start: float, rate: float) -> SpeechPlan:
         # (word, phonemes, pause after) with leading pauses dropped
         items: list[tuple[str, list[str], float]] = []
@@ -354,7 +381,7 @@ class SpeechPlan:
             if k and p.start > phones[k - 1].end:
                 add(phones[k - 1].end, p.start, sil)  # a pause between words
             base, stress = ph.split(p.phoneme)
-            j = UNSTRESSED if stress == 0 else 1.0
+            j = (UNSTRESSED if stress == 0 else 1.0) * p.gain
             a = p.start
             for name, frac in PHONEME_VISEMES.get(base, (("NN", 1.0),)):
                 b = a + frac * (p.end - p.start)

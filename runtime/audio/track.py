@@ -1,0 +1,177 @@
+"""A line's voice -> the speech layer's input: timed phones with a loudness gain each.
+
+:func:`analyse` does a whole clip (a WAV file, a TTS engine's finished audio); :class:`VoiceTrack`
+takes the same audio in chunks as it arrives (sans-I/O: it neither reads sockets nor starts
+threads; :class:`runtime.audio.live.LiveSpeech` runs it on a worker thread). Both end in a
+:class:`~runtime.animate.speech.SpeechPlan` built by ``SpeechPlan.from_phones``, so coarticulation,
+composition with the expression and clamping are the one mechanism the text path uses.
+
+Phones: forced alignment when the text is known (falling back to recognition if the text does
+not fit the audio), phone recognition when not. Loudness: each phone's jaw gain comes from its
+level (:func:`runtime.audio.energy.gain`); a phone over silence gets gain 0, so the lips close.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from runtime.animate import phonemes as ph
+from runtime.animate.speech import SpeechPlan
+from runtime.audio import align, energy
+from runtime.audio.wav import AudioError, PcmDecoder, read_wav, resample
+
+log = logging.getLogger(__name__)
+
+TAIL_VOWEL = "AH1"  # heard but not yet recognised: an open vowel scaled by loudness (see plan())
+_TAIL_MIN = 0.03  # seconds: a tail shorter than this is left as it is
+
+
+@dataclass
+class Analysis:
+    """What the mouth needs from a clip: phones (audio time) and the loudness envelope."""
+
+    phones: list[align.TimedPhone]
+    db: np.ndarray  # dBFS per energy.HOP seconds
+    duration: float  # seconds of audio
+    method: str  # "aligned" | "recognized" | "loudness"
+    error: str = ""  # why alignment fell back, when it did
+    gains: list[float] = field(default_factory=list)
+
+    def plan(self, start: float = 0.0) -> SpeechPlan:
+        return plan_from(self.phones, self.db, start=start, source=f"audio:{self.method}")
+
+
+def _gains(phones: list[align.TimedPhone], db: np.ndarray) -> list[float]:
+    out = []
+    for p in phones:
+        base = ph.split(p.phone)[0]
+        g = energy.gain(energy.span_db(db, p.start, p.end))
+        out.append(g if base in ph.VOWELS else min(max(g, 0.0), 1.0) if g == 0.0 else 1.0)
+    return out
+
+
+def plan_from(phones: list[align.TimedPhone], db: np.ndarray, start: float = 0.0,
+              source: str = "audio") -> SpeechPlan:
+    """Timed phones + loudness -> a speech plan (vowels' jaw scaled by level, silent phones shut)."""
+    gains = _gains(phones, db)
+    return SpeechPlan.from_phones([(p.phone, p.start, p.end, p.word, g) for p, g in zip(phones, gains)],
+                                  start=start, source=source)
+
+
+def analyse(samples: np.ndarray, rate: int, text: str | None = None) -> Analysis:
+    """A whole clip: float32 mono samples at ``rate`` -> phones and loudness."""
+    x16 = resample(samples, rate, align.RATE)
+    db = energy.loudness(x16, align.RATE)
+    dur = len(samples) / rate
+    err = ""
+    if text and align.words_of(text):
+        try:
+            return Analysis(align.align(x16, text), db, dur, "aligned")
+        except AudioError as e:
+            err = str(e)
+            log.info("alignment failed (%s); recognising phones instead", e)
+    return Analysis(align.recognize(x16), db, dur, "recognized", err)
+
+
+def analyse_wav(source, text: str | None = None, *, max_bytes: int | None = None,
+                max_seconds: float | None = None) -> Analysis:
+    """:func:`analyse` a WAV file or its bytes; raises :class:`AudioError` naming the problem."""
+    x, rate = read_wav(source, max_bytes=max_bytes, max_seconds=max_seconds)
+    return analyse(x, rate, text)
+
+
+class VoiceTrack:
+    """Audio in chunks -> a speech plan that grows with it.
+
+    ``feed(chunk)``: bytes (decoded by ``decoder``, raw PCM or a WAV stream) or float32 samples at
+    ``rate``; ``close()``: the audio is complete. After each, :meth:`plan` is the mouth for all the
+    audio so far: phones recognised so far, and for the last stretch the recogniser has not yet
+    decided, a vowel scaled by loudness (so a chunk moves the mouth as soon as it is fed). At
+    ``close()`` with text, the whole clip is force-aligned and the plan replaced by the exact one.
+    Limits: ``max_seconds`` of audio (more is an :class:`AudioError`; the audio so far stays).
+    """
+
+    def __init__(self, rate: int | None = 16000, text: str | None = None, *, channels: int = 1,
+                 sample_format: str = "s16le", wav: bool = False, max_seconds: float | None = None) -> None:
+        self.decoder = PcmDecoder(rate or 16000, channels, sample_format, wav=wav)
+        self.text = text or None
+        self.max_seconds = max_seconds
+        self._parts: list[np.ndarray] = []  # 16 kHz
+        self._rest = np.zeros(0, np.float32)  # input-rate samples not yet resampled
+        self._stream: align.PhoneStream | None = None
+        self.env = energy.Envelope(align.RATE)
+        self.phones: list[align.TimedPhone] = []
+        self.samples = 0  # input samples so far
+        self.closed = False
+        self.method = "recognized"
+        self.error = ""
+
+    @property
+    def rate(self) -> int | None:
+        return self.decoder.rate
+
+    @property
+    def duration(self) -> float:
+        return self.samples / self.rate if self.rate else 0.0
+
+    def feed(self, chunk: bytes | bytearray | memoryview | np.ndarray) -> None:
+        if self.closed:
+            raise AudioError("audio fed after the stream was closed")
+        x = np.asarray(chunk, np.float32) if isinstance(chunk, np.ndarray) else self.decoder.feed(chunk)
+        if not len(x):
+            return
+        if self.max_seconds is not None and (self.samples + len(x)) / self.rate > self.max_seconds:
+            keep = max(int(self.max_seconds * self.rate) - self.samples, 0)
+            if keep:
+                self._take(x[:keep])
+            raise AudioError(f"the audio is over the limit of {self.max_seconds:g} s")
+        self._take(x)
+
+    def _take(self, x: np.ndarray) -> None:
+        self.samples += len(x)
+        # resample in whole blocks so the chunking does not change the result much
+        y = resample(x, self.rate, align.RATE) if self.rate != align.RATE else x
+        self._parts.append(y)
+        self.env.feed(y)
+        if self._stream is None:
+            self._stream = align.PhoneStream()
+        self.phones = self._stream.feed(y)
+
+    def close(self) -> None:
+        """The audio is complete: final recognition, or forced alignment when the text is known."""
+        if self.closed:
+            return
+        self.closed = True
+        err = None
+        try:
+            self.decoder.close()
+        except AudioError as e:
+            err = e  # keep what was decoded; report after the mouth is made
+        if self._stream is not None:
+            self.phones = self._stream.close()
+        if self.text and self._parts:
+            x16 = np.concatenate(self._parts)
+            try:
+                self.phones = align.align(x16, self.text)
+                self.method = "aligned"
+            except AudioError as e:
+                self.error = str(e)
+        if err is not None:
+            raise err
+
+    def plan(self, start: float = 0.0) -> SpeechPlan:
+        """The mouth for the audio so far (audio time 0 at line time ``start``)."""
+        phones = list(self.phones)
+        heard = self.env.duration
+        if not self.closed:
+            # Not yet decided by the recogniser: the stretch after its last phone. Loud hops there
+            # become an open vowel scaled by level; the next plan replaces it with real phones.
+            t = phones[-1].end if phones else 0.0
+            db = self.env.db
+            if heard - t > _TAIL_MIN:
+                phones.append(align.TimedPhone(TAIL_VOWEL, t, heard))
+            return plan_from(phones, db, start=start, source="audio:live")
+        return plan_from(phones, self.env.db, start=start, source=f"audio:{self.method}")
