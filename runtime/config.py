@@ -105,6 +105,13 @@ class ServeConfig:
     max_lines: int = 8  # lines waiting per avatar before "too_many_lines"
     frame_queue: int = 8  # frames buffered per subscriber; a slow one loses its own oldest
     interrupt_blend: float = 0.15  # seconds from the interrupted face to rest
+    # audio in a say (inline base64 WAV, or announced and streamed as binary chunks): limits per line
+    audio_max_message: int = 4194304  # bytes of a say carrying inline (base64) WAV; others: max_message
+    audio_max_chunk: int = 262144  # bytes of one binary audio chunk
+    audio_max_bytes: int = 16777216  # bytes of audio of one line, inline or streamed
+    audio_max_seconds: float = 120.0  # seconds of audio of one line
+    audio_streams: int = 4  # audio streams one client may have open at once
+    audio_stream_timeout: float = 10.0  # seconds without a chunk before an open stream is ended
 
 
 @dataclass
