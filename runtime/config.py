@@ -128,6 +128,13 @@ class IdleConfig:
 
 
 @dataclass
+class AudioConfig:
+    max_seconds: float = 600.0  # a voice file (say/render --audio) longer than this is refused
+    max_bytes: int = 268435456  # ... and so is one bigger than this (256 MiB)
+    lookahead: float = 0.0  # streaming: seconds from a chunk's arrival to when it plays, if not told
+
+
+@dataclass
 class AvatarConfig:
     name: str = "default"
     sinks: list[str] = field(default_factory=list)  # this avatar's own sinks (URLs)
@@ -146,6 +153,7 @@ class Config:
     vtubestudio: VtubeStudioConfig = field(default_factory=VtubeStudioConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     idle: IdleConfig = field(default_factory=IdleConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
     avatars: list[AvatarConfig] = field(default_factory=list)  # serve: [] = one "default" avatar
     sinks: list[str] = field(default_factory=list)
     presets: dict[str, dict[str, float]] = field(default_factory=lambda: {

@@ -33,9 +33,11 @@ log = logging.getLogger(__name__)
 
 RATE = 16000  # what the acoustic model was trained on
 FRAME = 0.01  # seconds per recogniser frame
-# Forced alignment with a narrow beam fails outright on synthetic voices the model finds odd
-# (espeak-ng's formant voice): try a normal beam, then a very wide one before giving up.
-_ALIGN_BEAMS = (1e-60, 1e-300)
+# Beams tried in turn. A narrow beam loses the path on voices the model finds odd (espeak-ng's
+# formant voice needs a very wide one); a wide one can fail the second, phone-level pass where a
+# narrow one succeeds (seen with festival's slt voice). The first that gives phones wins; else the
+# first pass's word times are kept and the phones placed inside each word by intrinsic length.
+_ALIGN_BEAMS = (1e-40, 1e-80, 1e-300)
 _SILENCES = {"SIL", "<sil>", "<s>", "</s>"}
 # Digital silence (exact zeros, as synthesizers write) gives the recogniser's features log(0) and
 # derails it: forced alignment of espeak-ng's voice fails outright without a noise floor.
@@ -54,6 +56,7 @@ class TimedPhone:
     word: str = ""  # the word it belongs to, when aligned to text
 
 
+_CMN: dict[int, str] = {}  # each decoder's initial cepstral mean (see _start)
 _pool: dict[tuple, list] = {}  # idle decoders by (kind, beam): built once, lent to one user at a time
 _pool_lock = threading.Lock()
 
@@ -70,9 +73,12 @@ def _build(kind: str, beam: float):
 
     hmm, phone_lm = _model()
     if kind == "align":
-        return pocketsphinx.Decoder(hmm=hmm, lm=None, loglevel="FATAL", beam=beam, pbeam=beam, wbeam=beam)
-    return pocketsphinx.Decoder(hmm=hmm, lm=None, allphone=phone_lm, loglevel="FATAL",
-                                beam=1e-20, pbeam=1e-20, lw=2.0)
+        d = pocketsphinx.Decoder(hmm=hmm, lm=None, loglevel="FATAL", beam=beam, pbeam=beam, wbeam=beam)
+    else:
+        d = pocketsphinx.Decoder(hmm=hmm, lm=None, allphone=phone_lm, loglevel="FATAL",
+                                 beam=1e-20, pbeam=1e-20, lw=2.0)
+    _CMN[id(d)] = d.get_cmn()  # decoders live as long as the process (pooled), so ids stay theirs
+    return d
 
 
 @contextmanager
@@ -98,6 +104,33 @@ def _give(kind: str, beam: float, d) -> None:
         _pool.setdefault((kind, beam), []).append(d)
 
 
+# PocketSphinx holds the GIL inside process_raw: fed a whole clip it would stall every other
+# thread (the frame clock) for the clip's whole analysis. 20 ms slices hold it ~3 ms at a time.
+SLICE = 640  # bytes: 20 ms of 16 kHz 16-bit audio
+
+
+def _feed(d, pcm: bytes) -> None:
+    for i in range(0, len(pcm), SLICE):
+        d.process_raw(pcm[i: i + SLICE])
+
+
+def _start(d) -> None:
+    """Begin an utterance from the model's own cepstral mean: fed in slices the decoder updates its
+    mean as it goes, so without this a reused decoder's result would depend on its last clip."""
+    cmn = _CMN.get(id(d))
+    if cmn is None:
+        _CMN[id(d)] = d.get_cmn()
+    else:
+        d.set_cmn(cmn)
+    d.start_utt()
+
+
+def _utterance(d, pcm: bytes) -> None:
+    _start(d)
+    _feed(d, pcm)
+    d.end_utt()
+
+
 def _pcm(x: np.ndarray) -> bytes:
     noise = np.random.default_rng(len(x)).standard_normal(len(x)).astype(np.float32)
     return to_pcm16(np.asarray(x, np.float32) + NOISE_FLOOR * noise)
@@ -105,7 +138,7 @@ def _pcm(x: np.ndarray) -> bytes:
 
 def warm() -> None:
     """Build a decoder of each kind now (about 0.2 s), so the first line does not wait."""
-    for kind, beam in (("align", _ALIGN_BEAMS[0]), ("phones", 1e-60)):
+    for kind, beam in (("align", _ALIGN_BEAMS[0]), ("phones", 1e-60)):  # the common case
         with _pool_lock:
             if _pool.get((kind, beam)):
                 continue
@@ -145,39 +178,63 @@ def align(x: np.ndarray, text: str) -> list[TimedPhone]:
     if not words:
         raise AlignError("the text has no words to align")
     pcm = _pcm(x)
+    word_times: list[tuple[str, float, float]] = []
     for beam in _ALIGN_BEAMS:
         with _decoder("align", beam) as d:
-            out = _align_once(d, words, pcm, beam)
+            out, wt = _align_once(d, words, pcm, beam)
         if out:
             return out
+        word_times = word_times or wt
+    if word_times:
+        return _spread(word_times)
     raise AlignError(f"could not align the text to the audio ({len(x) / RATE:.2f} s, {len(words)} words)")
 
 
-def _align_once(d, words: list[str], pcm: bytes, beam: float) -> list[TimedPhone]:
+def _spread(word_times: list[tuple[str, float, float]]) -> list[TimedPhone]:
+    """Words with times -> phones placed inside each by their intrinsic lengths."""
+    from runtime.animate.speech import DURATIONS
+
+    out: list[TimedPhone] = []
+    for w, a, b in word_times:
+        seq = ph.pronounce(w)
+        if not seq or b <= a:
+            continue
+        d = np.array([DURATIONS.get(ph.split(p)[0], 0.08) for p in seq])
+        edges = a + (b - a) * np.concatenate([[0.0], np.cumsum(d) / d.sum()])
+        out += [TimedPhone(p, float(e0), float(e1), w) for p, e0, e1 in zip(seq, edges[:-1], edges[1:])]
+    return out
+
+
+def _align_once(d, words: list[str], pcm: bytes, beam: float
+                ) -> tuple[list[TimedPhone], list[tuple[str, float, float]]]:
+    """(phones, []) on success; ([], word times) when only the word-level pass worked."""
     for w in set(words):
         if d.lookup_word(w) is None:
             seq = [ph.split(p)[0] for p in ph.pronounce(w)]
             if seq:
                 d.add_word(w, " ".join(seq), True)
     spoken = [w for w in words if d.lookup_word(w) is not None]
+    word_times: list[tuple[str, float, float]] = []
     try:
         d.set_align_text(" ".join(spoken))
-        d.start_utt()
-        d.process_raw(pcm, full_utt=True)
-        d.end_utt()
+        _utterance(d, pcm)
         hyp = d.hyp()
         if hyp is None or len(hyp.hypstr.split()) < len(spoken):  # the beam lost the path
-            return []
+            return [], []
+        word_times = [(s.word.split("(")[0], s.start_frame * FRAME, (s.end_frame + 1) * FRAME)
+                      for s in d.seg() if s.word.split("(")[0] not in _SILENCES and not s.word.startswith("[")]
         d.set_alignment()
-        d.start_utt()
-        d.process_raw(pcm, full_utt=True)
-        d.end_utt()
+        _utterance(d, pcm)
         al = d.get_alignment()
     except RuntimeError as e:
         log.debug("alignment at beam %g failed: %s", beam, e)
-        return []
+        try:
+            d.end_utt()  # a failed pass can leave the utterance open
+        except RuntimeError:
+            pass
+        return [], word_times
     if al is None:
-        return []
+        return [], word_times
     out: list[TimedPhone] = []
     for word in al:
         name = word.name.split("(")[0]
@@ -186,7 +243,7 @@ def _align_once(d, words: list[str], pcm: bytes, beam: float) -> list[TimedPhone
         phones = [(p.name, p.start * FRAME, (p.start + p.duration) * FRAME) for p in word
                   if p.name not in _SILENCES]
         out += _with_stress(name, phones)
-    return out
+    return out, word_times
 
 
 def _phones_from_seg(segs) -> list[TimedPhone]:
@@ -203,9 +260,7 @@ def _phones_from_seg(segs) -> list[TimedPhone]:
 def recognize(x: np.ndarray) -> list[TimedPhone]:
     """Phone recognition (no text) on 16 kHz float32 mono ``x``."""
     with _decoder("phones") as d:
-        d.start_utt()
-        d.process_raw(_pcm(x), full_utt=True)
-        d.end_utt()
+        _utterance(d, _pcm(x))
         return _phones_from_seg(d.seg() or [])
 
 
@@ -215,14 +270,14 @@ class PhoneStream:
 
     def __init__(self) -> None:
         self._d = _take("phones")
-        self._d.start_utt()
+        _start(self._d)
         self.closed = False
         self.samples = 0
 
     def feed(self, x: np.ndarray) -> list[TimedPhone]:
         """16 kHz float32 mono -> every phone recognised so far (the tail is provisional)."""
         if len(x):
-            self._d.process_raw(_pcm(x))
+            _feed(self._d, _pcm(x))
             self.samples += len(x)
         return _phones_from_seg(self._d.seg() or [])
 

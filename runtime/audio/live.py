@@ -121,23 +121,27 @@ class LiveSpeech:
                 self._finish()
                 self.analysis_s += time.perf_counter() - t
                 return
-            if self.error:
-                continue
             try:
                 self.track.feed(chunk)
                 self.plan = self.track.plan()
-            except AudioError as e:
-                self._fail(str(e))
+            except Exception as e:  # bad audio or a recogniser failure ends this mouth, never the line
+                if not isinstance(e, AudioError):
+                    log.exception("audio analysis failed")
+                self._fail(str(e) if isinstance(e, AudioError) else f"audio analysis failed: {e}")
                 self._closing = True
-            except Exception as e:  # a recogniser failure ends this mouth, never the line
-                log.exception("audio analysis failed")
-                self._fail(f"audio analysis failed: {e}")
-                self._closing = True
-            self.analysis_s += time.perf_counter() - t
+                self._finish()  # the mouth it had, through to rest
+                return
+            finally:
+                self.analysis_s += time.perf_counter() - t
             self.latency.append(self.clock() - arrived)
 
     def _finish(self) -> None:
         try:
+            if not self.track.closed:  # stalled or failed: what was heard, recognised to its end
+                try:
+                    self.track.close()
+                except AudioError:
+                    pass
             self.plan = self.track.plan()
         except Exception as e:  # keep the last live plan
             log.exception("final audio plan failed")

@@ -21,7 +21,7 @@ import numpy as np
 from runtime.animate import phonemes as ph
 from runtime.animate.speech import SpeechPlan
 from runtime.audio import align, energy
-from runtime.audio.wav import AudioError, PcmDecoder, read_wav, resample
+from runtime.audio.wav import AudioError, PcmDecoder, Resampler, read_wav, resample
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class VoiceTrack:
         self.text = text or None
         self.max_seconds = max_seconds
         self._parts: list[np.ndarray] = []  # 16 kHz
-        self._rest = np.zeros(0, np.float32)  # input-rate samples not yet resampled
+        self._resampler: Resampler | None = None  # streaming, so the chunking changes nothing
         self._stream: align.PhoneStream | None = None
         self.env = energy.Envelope(align.RATE)
         self.phones: list[align.TimedPhone] = []
@@ -132,8 +132,13 @@ class VoiceTrack:
 
     def _take(self, x: np.ndarray) -> None:
         self.samples += len(x)
-        # resample in whole blocks so the chunking does not change the result much
-        y = resample(x, self.rate, align.RATE) if self.rate != align.RATE else x
+        if self._resampler is None:
+            self._resampler = Resampler(self.rate, align.RATE)
+        self._push(self._resampler.feed(x))
+
+    def _push(self, y: np.ndarray) -> None:
+        if not len(y):
+            return
         self._parts.append(y)
         self.env.feed(y)
         if self._stream is None:
@@ -150,6 +155,8 @@ class VoiceTrack:
             self.decoder.close()
         except AudioError as e:
             err = e  # keep what was decoded; report after the mouth is made
+        if self._resampler is not None:
+            self._push(self._resampler.flush())
         if self._stream is not None:
             self.phones = self._stream.close()
         if self.text and self._parts:

@@ -31,7 +31,7 @@ def _fmt_name(tag: int) -> str:
 
 def parse_header(data: bytes | memoryview) -> tuple[dict, int, int | None]:
     """Parse a RIFF/WAVE header: ``(fmt, data_offset, data_bytes)``. ``data_bytes`` is None when
-    the header says "unknown length" (0 or 0xFFFFFFFF, as streaming writers do). Raises
+    the header says "unknown length" (0, or 0x7FFF0000 and more, as streaming writers do). Raises
     :class:`AudioError`; raises it with ``incomplete=True`` set when more bytes could fix it."""
     b = bytes(data[:12])
     if len(b) < 12:
@@ -64,7 +64,8 @@ def parse_header(data: bytes | memoryview) -> tuple[dict, int, int | None]:
         elif cid == b"data":
             if fmt is None:
                 raise AudioError("bad WAV: the data chunk comes before the 'fmt ' chunk")
-            return fmt, body, (None if size in (0, 0xFFFFFFFF) else size)
+            # 0, 0xFFFFFFFF and espeak-ng --stdout's 0x7FFFF000 all mean "until the stream ends"
+            return fmt, body, (None if size == 0 or size >= 0x7FFF0000 else size)
         pos = body + size + (size & 1)
 
 
@@ -202,23 +203,84 @@ class PcmDecoder:
             raise AudioError(f"truncated: the WAV data chunk is {self._remaining} bytes short")
 
 
+class Resampler:
+    """Streaming :func:`resample`: chunks in, the same samples out as resampling the whole at once
+    (windowed-sinc low-pass when downsampling, so 48 kHz sibilants do not alias into the band the
+    recogniser listens to, then linear interpolation). Output lags input by half the filter (under
+    1 ms) until :meth:`flush`. Plenty for speech features; not for music."""
+
+    def __init__(self, src: int, dst: int) -> None:
+        self.src, self.dst = src, dst
+        self.h: np.ndarray | None = None
+        half = 0
+        if dst < src:
+            cutoff = 0.45 * dst / src  # cycles per input sample
+            taps = 2 * int(np.ceil(4 / cutoff)) + 1
+            k = np.arange(taps) - taps // 2
+            h = 2 * cutoff * np.sinc(2 * cutoff * k) * np.hamming(taps)
+            self.h = (h / h.sum()).astype(np.float32)
+            half = taps // 2
+        self._half = half
+        self._hist = np.zeros(half, np.float32)  # raw input the filter still needs (zeros before the start)
+        self._fb = np.zeros(0, np.float32)  # filtered input not yet passed by the output
+        self._fb0 = 0  # global input index of _fb[0]
+        self._n_in = 0
+        self._n_out = 0
+
+    def _filter(self, x: np.ndarray) -> np.ndarray:
+        if self.h is None:
+            return x
+        z = np.concatenate([self._hist, x])
+        if len(z) < len(self.h):
+            self._hist = z
+            return np.zeros(0, np.float32)
+        self._hist = z[len(z) - (len(self.h) - 1):]
+        return np.convolve(z, self.h, mode="valid").astype(np.float32)
+
+    def _emit(self, limit: int, final: bool) -> np.ndarray:
+        """Output samples whose input positions the filtered buffer covers (all up to ``limit``)."""
+        ratio = self.src / self.dst
+        avail = self._fb0 + len(self._fb)  # filtered input samples known
+        if final:
+            k1 = limit
+        else:  # position p needs samples floor(p) and floor(p) + 1
+            k1 = min(limit, int(np.floor((avail - 2) / ratio)) + 1) if avail >= 2 else 0
+        if k1 <= self._n_out or not len(self._fb):
+            return np.zeros(0, np.float32)
+        pos = np.arange(self._n_out, k1, dtype=np.float64) * ratio
+        y = np.interp(pos, self._fb0 + np.arange(len(self._fb)), self._fb).astype(np.float32)
+        self._n_out = k1
+        drop = min(max(int(np.floor(k1 * ratio)) - self._fb0 - 1, 0), len(self._fb) - 1)
+        self._fb, self._fb0 = self._fb[drop:], self._fb0 + drop
+        return y
+
+    def feed(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        self._n_in += len(x)
+        if self.src == self.dst:
+            self._n_out += len(x)
+            return x.copy()
+        self._fb = np.concatenate([self._fb, self._filter(x)])
+        return self._emit(int(round(self._n_in * self.dst / self.src)), final=False)
+
+    def flush(self) -> np.ndarray:
+        """The rest, once the input has ended."""
+        if self.src == self.dst:
+            return np.zeros(0, np.float32)
+        if self.h is not None:  # the zeros after the end that 'same' filtering assumes
+            n = self._n_in
+            self._fb = np.concatenate([self._fb, self._filter(np.zeros(self._half, np.float32))])
+            self._fb = self._fb[: max(n - self._fb0, 0)]
+        return self._emit(int(round(self._n_in * self.dst / self.src)), final=True)
+
+
 def resample(x: np.ndarray, src: int, dst: int) -> np.ndarray:
-    """float32 samples from ``src`` Hz to ``dst`` Hz: windowed-sinc low-pass when downsampling
-    (so 48 kHz sibilants do not alias into the band the recogniser listens to), then linear
-    interpolation. Plenty for speech features; not for music."""
+    """float32 samples from ``src`` Hz to ``dst`` Hz (see :class:`Resampler`)."""
     x = np.asarray(x, dtype=np.float32)
     if src == dst or not len(x):
         return x.copy()
-    if dst < src:
-        cutoff = 0.45 * dst / src  # cycles per input sample
-        taps = 2 * int(np.ceil(4 / cutoff)) + 1
-        k = np.arange(taps) - taps // 2
-        h = (2 * cutoff * np.sinc(2 * cutoff * k) * np.hamming(taps)).astype(np.float32)
-        h /= h.sum()
-        x = np.convolve(x, h, mode="same").astype(np.float32)
-    n = int(round(len(x) * dst / src))
-    pos = np.arange(n, dtype=np.float64) * (src / dst)
-    return np.interp(pos, np.arange(len(x)), x).astype(np.float32)
+    r = Resampler(src, dst)
+    return np.concatenate([r.feed(x), r.flush()])
 
 
 def to_pcm16(x: np.ndarray) -> bytes:
