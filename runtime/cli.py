@@ -330,7 +330,7 @@ def _audio_plan(args: argparse.Namespace, req: LineRequest, cfg: config_mod.Conf
     if a.error:
         log.warning("--audio: %s; the mouth follows phones recognised without the text", a.error)
     log.info("--audio: %.2f s, %d phones (%s)", a.duration, len(a.phones), a.method)
-    return a.plan(start=args.speech_start)
+    return a.plan(start=args.speech_start, beats=cfg.audio.beats, strength=cfg.audio.beat_strength)
 
 
 def _spoken(args: argparse.Namespace, req: LineRequest, cfg: config_mod.Config):

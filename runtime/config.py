@@ -132,6 +132,8 @@ class AudioConfig:
     max_seconds: float = 600.0  # a voice file (say/render --audio) longer than this is refused
     max_bytes: int = 268435456  # ... and so is one bigger than this (256 MiB)
     lookahead: float = 0.0  # streaming: seconds from a chunk's arrival to when it plays, if not told
+    beats: bool = True  # stressed syllables lift the brows and nod the head a little; blinks at phrase ends
+    beat_strength: float = 1.0  # scale of those gestures (1 = subtle)
 
 
 @dataclass

@@ -253,7 +253,7 @@ def test_live_speech_grows_with_the_chunks_and_ends_aligned(tmp_path: Path) -> N
 
     voice = _espeak()
     sp = voice.speak(LINE)
-    live = LiveSpeech(sp.sample_rate, LINE)
+    live = LiveSpeech(sp.sample_rate, LINE, beats=False)  # beats are shifted when first seen mid-way
     step = sp.sample_rate // 10 * 2  # 100 ms chunks of 16-bit mono
     ends = []
     for i in range(0, len(sp.pcm), step):
@@ -267,7 +267,7 @@ def test_live_speech_grows_with_the_chunks_and_ends_aligned(tmp_path: Path) -> N
     live.close()
     assert live.wait(10) and live.error == ""
     assert live.plan.source == "audio:aligned"
-    ref = analyse_wav(sp.write_wav(tmp_path / "x.wav"), LINE).plan()
+    ref = analyse_wav(sp.write_wav(tmp_path / "x.wav"), LINE).plan(beats=False)
     assert [p.phoneme for p in live.plan.phones] == [p.phoneme for p in ref.phones]
     # the frame clock's view: audio time from the start, on the line's own clock
     now = [100.0]
@@ -324,3 +324,32 @@ def test_cli_render_audio_without_text_makes_a_take_from_audio_time_zero(tmp_pat
     assert cli.main(["render", "--audio", str(bad), "-o", str(tmp_path / "t2.csv")]) == 2
     write_wav(tmp_path / "silence.wav", np.zeros(8000, np.float32), 16000)
     assert cli.main(["render", "--audio", str(tmp_path / "silence.wav"), "-o", str(tmp_path / "t3.csv")]) == 0
+
+
+# -- beats ----------------------------------------------------------------------------------------
+def test_beats_lift_the_brows_on_stress_blink_only_at_phrase_ends_and_can_be_turned_off() -> None:
+    from runtime.animate.gestures import BLINK, BROW
+    from runtime.audio import analyse
+
+    voice = _espeak()
+    text = "I told you, never open that door. Never!"
+    sp = voice.speak(text)
+    x = np.frombuffer(sp.pcm, np.int16).astype(np.float32) / 32768
+    gap = np.zeros(int(0.6 * sp.sample_rate), np.float32)
+    sig = np.concatenate([x, gap, x])  # two phrases with a clear pause between
+    a = analyse(sig, sp.sample_rate, text + " " + text)
+    plan = a.plan()
+    g = plan.gestures
+    assert g is not None and (g.kind == BROW).sum() >= 1
+    speaking = [(p.start, p.end) for p in a.phones]
+    for peak in g.peak[g.kind == BLINK]:  # a blink is never in the middle of a sound
+        assert not any(s + 0.02 < peak < e - 0.02 for s, e in speaking), peak
+    frames = _mouth(plan, len(sig) / sp.sample_rate + 0.5)
+    brow, head = frames[:, C.INDEX["BrowInnerUp"]], frames[:, C.INDEX["HeadPitch"]]
+    assert 0.05 < brow.max() <= 0.3 and np.abs(head).max() <= 0.05  # subtle
+    off = _mouth(a.plan(beats=False), len(sig) / sp.sample_rate + 0.5)
+    assert off[:, C.INDEX["BrowInnerUp"]].max() == 0 and off[:, C.INDEX["EyeBlinkLeft"]].max() == 0
+    # the same beats on the frame clock's path
+    frame = np.zeros(C.COUNT, np.float32)
+    k = int(np.argmax(brow))
+    assert plan.apply_at(k / FPS, frame.copy())[C.INDEX["BrowInnerUp"]] == pytest.approx(brow[k], abs=1e-5)

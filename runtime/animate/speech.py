@@ -37,6 +37,7 @@ from numba import njit
 
 from runtime import channels
 from runtime.animate import phonemes as ph
+from runtime.animate.gestures import Gestures
 
 # -- channels -------------------------------------------------------------------------------------
 # Owned: while speaking, speech replaces the expression here. Additive: speech adds to it (a spread
@@ -243,6 +244,7 @@ class SpeechPlan:
     seg_params: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))  # alpha, before, after
     env_t: np.ndarray = field(default_factory=lambda: np.array([0.0, 1.0]))  # speech weight breakpoints
     env_w: np.ndarray = field(default_factory=lambda: np.array([0.0, 0.0]))
+    gestures: Gestures | None = None  # beats (brows, nods, blinks) added on top, e.g. from the voice
 
     def __post_init__(self) -> None:
         # plain-Python and reciprocal copies for the per-frame path
@@ -490,7 +492,11 @@ class SpeechPlan:
         if len(expression) < n:
             tail = expression[-1:] if len(expression) else np.zeros((1, channels.COUNT), np.float32)
             expression = np.concatenate([expression, np.repeat(tail, n - len(expression), axis=0)])
-        return compose(expression, self.render(fps, n), self.weight(fps, n))
+        out = compose(expression, self.render(fps, n), self.weight(fps, n))
+        if self.gestures is not None and len(self.gestures):
+            out += self.gestures.render(self.times(fps, n))
+            channels.clamp(out, out=out)
+        return out
 
     def apply_at(self, t: float, frame: np.ndarray, scratch: np.ndarray | None = None) -> np.ndarray:
         """Streaming: compose the mouth at line time t over ``frame`` (float32[61]) in place.
@@ -498,6 +504,8 @@ class SpeechPlan:
         The same arithmetic as :func:`compose`, on the driven channels only (others are left as
         they are, unclamped), in Numba. ``scratch``: optional float64[K] buffer, to allocate
         nothing per frame."""
+        if self.gestures is not None:
+            self.gestures.add_at(t, frame)
         w = self._weight_at(t)
         if w <= 0.0:
             return frame

@@ -20,7 +20,7 @@ API (for the CLI, serve and integrations):
   ``feed(bytes) -> float32 mono``; ``close()`` raises if the stream ended mid-header/short.
 * ``analyse(samples, rate, text=None) -> Analysis`` / ``analyse_wav(bytes | path, text, ...)``:
   a whole clip. ``Analysis.phones`` (``TimedPhone(phone, start, end, word)``), ``.db``
-  (loudness), ``.method`` ("aligned" | "recognized"), ``.plan(start=0.0) -> SpeechPlan``.
+  (loudness), ``.method``, ``.plan(start=0.0, beats=True, strength=1.0) -> SpeechPlan``.
   With text, forced alignment; if the text does not fit the audio, recognition (``.error`` says why).
 * ``VoiceTrack(rate, text=None, channels=1, sample_format="s16le", wav=False, max_seconds=None)``:
   sans-I/O and single-threaded. ``feed(bytes | float32 ndarray)``, ``close()``, ``plan(start=0)``
@@ -41,8 +41,16 @@ line open until its audio is closed and played). Bad audio never fails the line:
 :class:`AudioError`, report it, and say the line without ``speech`` (or keep the ``LiveSpeech``:
 after an error it holds the mouth it had and ends).
 
-Beats (brows, head nods, blinks from stress and phrase ends) and their setting: see
-:mod:`runtime.audio.beats` once it exists; the mouth API above does not change for them.
+Beats: :mod:`~runtime.audio.beats` finds stressed syllables (loudness, pitch, dictionary stress)
+and phrase ends; the plan carries them as ``plan.gestures`` (runtime/animate/gestures.py: brow
+lifts, small nods, blinks), added by the same ``apply``/``apply_at``. On by default:
+``Analysis.plan(beats=True, strength=1.0)``, ``VoiceTrack(..., beats=, strength=)`` and
+``LiveSpeech(..., beats=, strength=)``; config ``[audio] beats`` / ``beat_strength`` turn them
+off or scale them (serve should pass ``cfg.audio.beats`` / ``cfg.audio.beat_strength``).
+
+Methods: ``Analysis.method`` is "aligned" (to the given text), "transcribed" (no text: the words
+were recognised with the wheel's trigram model, then aligned) or "recognized" (phones one by one).
+Streaming without text uses phone recognition live; ``close()`` keeps those phones.
 """
 
 from runtime.audio.wav import AudioError, PcmDecoder, read_wav, resample, write_wav

@@ -56,6 +56,7 @@ class TimedPhone:
     word: str = ""  # the word it belongs to, when aligned to text
 
 
+PHONE_BEAM, PHONE_LW = 1e-20, 2.0  # phone recognition: beam and phone-LM weight
 _CMN: dict[int, str] = {}  # each decoder's initial cepstral mean (see _start)
 _pool: dict[tuple, list] = {}  # idle decoders by (kind, beam): built once, lent to one user at a time
 _pool_lock = threading.Lock()
@@ -74,9 +75,11 @@ def _build(kind: str, beam: float):
     hmm, phone_lm = _model()
     if kind == "align":
         d = pocketsphinx.Decoder(hmm=hmm, lm=None, loglevel="FATAL", beam=beam, pbeam=beam, wbeam=beam)
+    elif kind == "words":  # large-vocabulary recognition with the wheel's en-US trigram model
+        d = pocketsphinx.Decoder(hmm=hmm, loglevel="FATAL")
     else:
         d = pocketsphinx.Decoder(hmm=hmm, lm=None, allphone=phone_lm, loglevel="FATAL",
-                                 beam=1e-20, pbeam=1e-20, lw=2.0)
+                                 beam=PHONE_BEAM, pbeam=PHONE_BEAM, lw=PHONE_LW)
     _CMN[id(d)] = d.get_cmn()  # decoders live as long as the process (pooled), so ids stay theirs
     return d
 
@@ -257,10 +260,27 @@ def _phones_from_seg(segs) -> list[TimedPhone]:
     return out
 
 
+def transcribe(x: np.ndarray) -> str:
+    """Words heard in 16 kHz float32 mono ``x`` (large-vocabulary recognition; "" if none)."""
+    with _decoder("words") as d:
+        _utterance(d, _pcm(x))
+        hyp = d.hyp()
+    return hyp.hypstr if hyp is not None else ""
+
+
 def recognize(x: np.ndarray) -> list[TimedPhone]:
     """Phone recognition (no text) on 16 kHz float32 mono ``x``."""
+    pcm = _pcm(x)
     with _decoder("phones") as d:
-        _utterance(d, _pcm(x))
+        _utterance(d, pcm)
+        # Fed in slices, the decoder starts from the model's cepstral mean and adapts as it goes;
+        # phone recognition (unlike alignment) loses about a fifth of its bilabials to that. So a
+        # second pass from this clip's own mean, read back from the first.
+        cmn = d.get_cmn(True)
+        d.set_cmn(cmn)
+        d.start_utt()
+        _feed(d, pcm)
+        d.end_utt()
         return _phones_from_seg(d.seg() or [])
 
 

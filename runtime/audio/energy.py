@@ -69,7 +69,10 @@ def span_db(db: np.ndarray, start: float, end: float) -> float:
     (a vowel's loud core, not its onset)."""
     a, b = int(start / HOP), max(int(np.ceil(end / HOP)), int(start / HOP) + 1)
     seg = db[a:b]
-    return float(np.percentile(seg, 80)) if len(seg) else -120.0
+    if not len(seg):
+        return -120.0
+    return float(np.partition(seg, int(0.8 * (len(seg) - 1)))[int(0.8 * (len(seg) - 1))])  # np.percentile's
+    # "lower" 80th, at a tenth of its cost (this runs for every phone of every streamed plan)
 
 
 def speaking(db: np.ndarray) -> np.ndarray:

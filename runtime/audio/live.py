@@ -44,10 +44,11 @@ class LiveSpeech:
     def __init__(self, rate: int | None = 16000, text: str | None = None, *, channels: int = 1,
                  sample_format: str = "s16le", wav: bool = False, max_seconds: float | None = None,
                  max_chunks: int = 256, lookahead: float = 0.0, stall: float = 10.0,
+                 beats: bool = True, strength: float = 1.0,
                  clock: Callable[[], float] = time.perf_counter,
                  on_error: Callable[[str], None] | None = None) -> None:
         self.track = VoiceTrack(rate, text, channels=channels, sample_format=sample_format, wav=wav,
-                                max_seconds=max_seconds)
+                                max_seconds=max_seconds, beats=beats, strength=strength)
         self.clock = clock
         self.lookahead = lookahead
         self.stall = stall

@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from runtime.animate import gestures
 from runtime.animate import phonemes as ph
 from runtime.animate.speech import SpeechPlan
-from runtime.audio import align, energy
+from runtime.audio import align, beats, energy
 from runtime.audio.wav import AudioError, PcmDecoder, Resampler, read_wav, resample
 
 log = logging.getLogger(__name__)
@@ -36,44 +37,73 @@ class Analysis:
     phones: list[align.TimedPhone]
     db: np.ndarray  # dBFS per energy.HOP seconds
     duration: float  # seconds of audio
-    method: str  # "aligned" | "recognized" | "loudness"
+    method: str  # "aligned" (to the text) | "transcribed" (to words recognised) | "recognized" (phones)
     error: str = ""  # why alignment fell back, when it did
-    gains: list[float] = field(default_factory=list)
+    x16: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32), repr=False)
 
-    def plan(self, start: float = 0.0) -> SpeechPlan:
-        return plan_from(self.phones, self.db, start=start, source=f"audio:{self.method}")
+    def plan(self, start: float = 0.0, beats: bool = True, strength: float = 1.0) -> SpeechPlan:
+        """The mouth (and with ``beats``, brow lifts, nods and blinks) for the clip; audio time 0
+        at line time ``start``."""
+        g = _beats(self.phones, self.db, self.x16, strength) if beats else None
+        return plan_from(self.phones, self.db, start=start, source=f"audio:{self.method}", gestures=g)
 
 
-def _gains(phones: list[align.TimedPhone], db: np.ndarray) -> list[float]:
+def _beats(phones, db, x16, strength: float, until: float | None = None, cache: dict | None = None):
+    return beats.detect(phones, db, x16, seed=len(db), strength=strength, until=until, cache=cache)
+
+
+def _gains(phones: list[align.TimedPhone], db: np.ndarray, cache: dict | None = None) -> list[float]:
     out = []
     for p in phones:
         base = ph.split(p.phone)[0]
-        g = energy.gain(energy.span_db(db, p.start, p.end))
-        out.append(g if base in ph.VOWELS else min(max(g, 0.0), 1.0) if g == 0.0 else 1.0)
+        key = (p.start, p.end)
+        if cache is not None and key in cache:
+            g = cache[key]
+        else:
+            g = energy.gain(energy.span_db(db, p.start, p.end))
+            if cache is not None and p.end <= len(db) * energy.HOP:  # its loudness is all in
+                cache[key] = g
+        out.append(g if base in ph.VOWELS else (0.0 if g == 0.0 else 1.0))
     return out
 
 
 def plan_from(phones: list[align.TimedPhone], db: np.ndarray, start: float = 0.0,
-              source: str = "audio") -> SpeechPlan:
-    """Timed phones + loudness -> a speech plan (vowels' jaw scaled by level, silent phones shut)."""
-    gains = _gains(phones, db)
-    return SpeechPlan.from_phones([(p.phone, p.start, p.end, p.word, g) for p, g in zip(phones, gains)],
+              source: str = "audio", gestures=None, cache: dict | None = None) -> SpeechPlan:
+    """Timed phones + loudness -> a speech plan (vowels' jaw scaled by level, silent phones shut);
+    ``gestures`` (audio time) ride along, shifted with it. ``cache``: kept between calls on a
+    growing clip, so each phone's loudness is measured once."""
+    gains = _gains(phones, db, cache)
+    plan = SpeechPlan.from_phones([(p.phone, p.start, p.end, p.word, g) for p, g in zip(phones, gains)],
                                   start=start, source=source)
+    if gestures is not None and len(gestures):
+        plan.gestures = gestures.shifted(start) if start else gestures
+    return plan
 
 
-def analyse(samples: np.ndarray, rate: int, text: str | None = None) -> Analysis:
-    """A whole clip: float32 mono samples at ``rate`` -> phones and loudness."""
+def analyse(samples: np.ndarray, rate: int, text: str | None = None, words: bool = False) -> Analysis:
+    """A whole clip: float32 mono samples at ``rate`` -> phones and loudness.
+
+    Without text: phone recognition; with ``words``, the words are recognised first (the wheel's
+    trigram model, about real time on this box: too slow for streaming) and then force-aligned,
+    falling back to phone recognition when nothing is heard."""
     x16 = resample(samples, rate, align.RATE)
     db = energy.loudness(x16, align.RATE)
     dur = len(samples) / rate
     err = ""
     if text and align.words_of(text):
         try:
-            return Analysis(align.align(x16, text), db, dur, "aligned")
+            return Analysis(align.align(x16, text), db, dur, "aligned", x16=x16)
         except AudioError as e:
             err = str(e)
             log.info("alignment failed (%s); recognising phones instead", e)
-    return Analysis(align.recognize(x16), db, dur, "recognized", err)
+    if not text and words:
+        heard = align.transcribe(x16)
+        if heard:
+            try:
+                return Analysis(align.align(x16, heard), db, dur, "transcribed", x16=x16)
+            except AudioError as e:
+                err = str(e)
+    return Analysis(align.recognize(x16), db, dur, "recognized", err, x16=x16)
 
 
 def analyse_wav(source, text: str | None = None, *, max_bytes: int | None = None,
@@ -95,11 +125,11 @@ class VoiceTrack:
     """
 
     def __init__(self, rate: int | None = 16000, text: str | None = None, *, channels: int = 1,
-                 sample_format: str = "s16le", wav: bool = False, max_seconds: float | None = None) -> None:
+                 sample_format: str = "s16le", wav: bool = False, max_seconds: float | None = None,
+                 beats: bool = True, strength: float = 1.0) -> None:
         self.decoder = PcmDecoder(rate or 16000, channels, sample_format, wav=wav)
         self.text = text or None
         self.max_seconds = max_seconds
-        self._parts: list[np.ndarray] = []  # 16 kHz
         self._resampler: Resampler | None = None  # streaming, so the chunking changes nothing
         self._stream: align.PhoneStream | None = None
         self.env = energy.Envelope(align.RATE)
@@ -108,6 +138,12 @@ class VoiceTrack:
         self.closed = False
         self.method = "recognized"
         self.error = ""
+        self.beats, self.strength = beats, strength
+        self._buf = np.zeros(1 << 16, np.float32)  # 16 kHz samples so far (grown by doubling)
+        self._n16 = 0
+        self._seen: list[tuple[int, float, float]] = []  # (kind, peak, first seen at): no pop-in
+        self._gain_cache: dict = {}
+        self._pitch_cache: dict = {}
 
     @property
     def rate(self) -> int | None:
@@ -139,7 +175,10 @@ class VoiceTrack:
     def _push(self, y: np.ndarray) -> None:
         if not len(y):
             return
-        self._parts.append(y)
+        while self._n16 + len(y) > len(self._buf):
+            self._buf = np.concatenate([self._buf, np.zeros(len(self._buf), np.float32)])
+        self._buf[self._n16: self._n16 + len(y)] = y
+        self._n16 += len(y)
         self.env.feed(y)
         if self._stream is None:
             self._stream = align.PhoneStream()
@@ -159,8 +198,8 @@ class VoiceTrack:
             self._push(self._resampler.flush())
         if self._stream is not None:
             self.phones = self._stream.close()
-        if self.text and self._parts:
-            x16 = np.concatenate(self._parts)
+        if self.text and self._n16:
+            x16 = self._buf[: self._n16]
             try:
                 self.phones = align.align(x16, self.text)
                 self.method = "aligned"
@@ -180,5 +219,26 @@ class VoiceTrack:
             db = self.env.db
             if heard - t > _TAIL_MIN:
                 phones.append(align.TimedPhone(TAIL_VOWEL, t, heard))
-            return plan_from(phones, db, start=start, source="audio:live")
-        return plan_from(phones, self.env.db, start=start, source=f"audio:{self.method}")
+            return plan_from(phones, db, start=start, source="audio:live", cache=self._gain_cache,
+                             gestures=self._live_beats(phones[:-1] if heard - t > _TAIL_MIN else phones, heard))
+        g = self._live_beats(phones, None) if self.beats else None
+        return plan_from(phones, self.env.db, start=start, source=f"audio:{self.method}", gestures=g)
+
+    def _live_beats(self, phones: list, heard: float | None):
+        """Beats for the audio so far. One first seen mid-way (its rise already due) is moved
+        later to start where it was seen, so a gesture never pops in half-done."""
+        if not self.beats:
+            return None
+        g = _beats(phones, self.env.db, self._buf[: self._n16], self.strength, until=heard,
+                   cache=self._pitch_cache)
+        if not len(g):
+            return g
+        peaks = g.peak.copy()
+        for i, (k, p) in enumerate(zip(g.kind.tolist(), g.peak.tolist())):
+            seen = next((s for kk, pp, s in self._seen if kk == k and abs(pp - p) < 0.15), None)
+            if seen is None:
+                seen = heard if heard is not None else -np.inf
+                self._seen.append((k, p, seen))
+            rise = gestures.KINDS[k].rise
+            peaks[i] = max(p, seen + rise)
+        return gestures.Gestures(peaks, g.kind, g.amp)
