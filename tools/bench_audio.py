@@ -70,6 +70,9 @@ def main() -> int:
         return 2
     warm_up()
     align.warm()
+    from runtime.audio import worker
+
+    worker.warm()
     from runtime.animate import speech
 
     speech.warm()
@@ -115,7 +118,7 @@ def main() -> int:
                 "late_ms_p99": float(np.percentile(late, 99)), "late_ms_max": float(late.max())}
 
     baseline = pacing_window(4.0)
-    lat, sync, cost, audio_s = [], [], [], 0.0
+    lat, sync, cost, audio_s, done = [], [], [], 0.0, []
     stream_start = len(clock.stats.late_ms)
     m_start = clock.stats.missed
     for mode in ("text", "audio"):
@@ -156,17 +159,7 @@ def main() -> int:
                 j = np.searchsorted(times, tp)
                 if j < len(times):
                     lat.append((times[j] - arrivals[k]) * 1000)
-            # sync: streamed JawOpen (as received) vs the offline mouth of the whole clip
-            x = np.frombuffer(sp.pcm, np.int16).astype(np.float32) / 32768
-            ref = analyse(x, sp.sample_rate, text if mode == "text" else None, words=False).plan(beats=False)
-            ta = times - live._t0
-            got = np.array([r[1] for r in rec])
-            grid = np.arange(0, sp.duration, 0.002)
-            g = np.interp(grid, ta, got)
-            want = np.array([ref.apply_at(float(tt), np.zeros(C.COUNT, np.float32))[C.INDEX["JawOpen"]] for tt in grid])
-            shifts = np.arange(-100, 101, 2)
-            errs = [np.mean((np.interp(grid, grid + s / 1000, g) - want) ** 2) for s in shifts]
-            sync.append(float(shifts[int(np.argmin(errs))]))
+            done.append((sp, text if mode == "text" else None, times - live._t0, np.array([r[1] for r in rec])))
     late = np.array(clock.stats.late_ms[stream_start:])
     streaming = {"frames": len(late), "missed": clock.stats.missed - m_start,
                  "late_ms_p50": float(np.percentile(late, 50)), "late_ms_p99": float(np.percentile(late, 99)),
@@ -174,6 +167,16 @@ def main() -> int:
     clock.stop()
     stop.set()
     avatar.close()
+    # sync, after the clock has stopped: streamed JawOpen (as received) vs the whole clip's mouth
+    for sp, text, ta, got in done:
+        x = np.frombuffer(sp.pcm, np.int16).astype(np.float32) / 32768
+        ref = analyse(x, sp.sample_rate, text).plan(beats=False)
+        grid = np.arange(0, sp.duration, 0.002)
+        g = np.interp(grid, ta, got)
+        want = np.array([ref.apply_at(float(tt), np.zeros(C.COUNT, np.float32))[C.INDEX["JawOpen"]] for tt in grid])
+        shifts = np.arange(-100, 101, 2)
+        errs = [np.mean((np.interp(grid, grid + s / 1000, g) - want) ** 2) for s in shifts]
+        sync.append(float(shifts[int(np.argmin(errs))]))
     result = {
         "lines": 2 * min(args.lines, len(LINES)), "chunk_ms": args.chunk_ms, "audio_s": audio_s,
         "chunk_to_first_frame_ms": {"n": len(lat), "median": float(np.median(lat)),

@@ -33,6 +33,11 @@ API (for the CLI, serve and integrations):
   ``close()``. ``.error`` (first problem, also sent to ``on_error(msg)``), ``.latency`` (seconds
   from each chunk's arrival to the plan that includes it), ``.done``, ``wait(timeout)``.
 
+Where PocketSphinx runs: it holds the GIL inside its calls, so beside a running frame clock it
+runs in a child process (:mod:`~runtime.audio.worker`: ``LiveSpeech`` does this by default,
+``process=True``; pass ``recognizer=worker.shared()`` to ``analyse``/``analyse_wav``/``VoiceTrack``
+from serve; call ``worker.warm()`` at start-up, ~1-2 s). Offline (CLI render) it runs in-process.
+
 How the avatar takes it: ``avatar.say(req, speech=plan)`` with either a finished ``SpeechPlan``
 (a clip: ``analyse_wav(data, req.text).plan()``; audio time 0 at the line's first frame, or at
 ``start=`` seconds into the line) or a ``LiveSpeech`` (streaming: it has the same ``apply_at`` and

@@ -44,11 +44,15 @@ class LiveSpeech:
     def __init__(self, rate: int | None = 16000, text: str | None = None, *, channels: int = 1,
                  sample_format: str = "s16le", wav: bool = False, max_seconds: float | None = None,
                  max_chunks: int = 256, lookahead: float = 0.0, stall: float = 10.0,
-                 beats: bool = True, strength: float = 1.0,
+                 beats: bool = True, strength: float = 1.0, process: bool = True,
                  clock: Callable[[], float] = time.perf_counter,
                  on_error: Callable[[str], None] | None = None) -> None:
+        from runtime.audio import worker
+
+        # PocketSphinx in a child process by default: it holds the GIL inside each call
         self.track = VoiceTrack(rate, text, channels=channels, sample_format=sample_format, wav=wav,
-                                max_seconds=max_seconds, beats=beats, strength=strength)
+                                max_seconds=max_seconds, beats=beats, strength=strength,
+                                recognizer=worker.shared() if process else worker.Local())
         self.clock = clock
         self.lookahead = lookahead
         self.stall = stall

@@ -80,19 +80,24 @@ def plan_from(phones: list[align.TimedPhone], db: np.ndarray, start: float = 0.0
     return plan
 
 
-def analyse(samples: np.ndarray, rate: int, text: str | None = None, words: bool = False) -> Analysis:
+def analyse(samples: np.ndarray, rate: int, text: str | None = None, words: bool = False,
+            recognizer=None) -> Analysis:
     """A whole clip: float32 mono samples at ``rate`` -> phones and loudness.
 
     Without text: phone recognition; with ``words``, the words are recognised first (the wheel's
     trigram model, about real time on this box: too slow for streaming) and then force-aligned,
-    falling back to phone recognition when nothing is heard."""
+    falling back to phone recognition when nothing is heard. ``recognizer``: where PocketSphinx
+    runs (default this process; ``runtime.audio.worker.shared()`` beside a running frame clock)."""
+    from runtime.audio import worker
+
+    rec = recognizer if recognizer is not None else worker.Local()
     x16 = resample(samples, rate, align.RATE)
     db = energy.loudness(x16, align.RATE)
     dur = len(samples) / rate
     err = ""
     if text and align.words_of(text):
         try:
-            return Analysis(align.align(x16, text), db, dur, "aligned", x16=x16)
+            return Analysis(rec.align(x16, text), db, dur, "aligned", x16=x16)
         except AudioError as e:
             err = str(e)
             log.info("alignment failed (%s); recognising phones instead", e)
@@ -103,35 +108,42 @@ def analyse(samples: np.ndarray, rate: int, text: str | None = None, words: bool
                 return Analysis(align.align(x16, heard), db, dur, "transcribed", x16=x16)
             except AudioError as e:
                 err = str(e)
-    return Analysis(align.recognize(x16), db, dur, "recognized", err, x16=x16)
+    return Analysis(rec.recognize(x16), db, dur, "recognized", err, x16=x16)
 
 
 def analyse_wav(source, text: str | None = None, *, max_bytes: int | None = None,
-                max_seconds: float | None = None) -> Analysis:
+                max_seconds: float | None = None, recognizer=None) -> Analysis:
     """:func:`analyse` a WAV file or its bytes; raises :class:`AudioError` naming the problem."""
     x, rate = read_wav(source, max_bytes=max_bytes, max_seconds=max_seconds)
-    return analyse(x, rate, text)
+    return analyse(x, rate, text, recognizer=recognizer)
 
 
 class VoiceTrack:
     """Audio in chunks -> a speech plan that grows with it.
 
-    ``feed(chunk)``: bytes (decoded by ``decoder``, raw PCM or a WAV stream) or float32 samples at
-    ``rate``; ``close()``: the audio is complete. After each, :meth:`plan` is the mouth for all the
-    audio so far: phones recognised so far, and for the last stretch the recogniser has not yet
-    decided, a vowel scaled by loudness (so a chunk moves the mouth as soon as it is fed). At
+    ``recognizer``: where PocketSphinx runs (:mod:`runtime.audio.worker`: ``Local()`` by default,
+    ``shared()`` for a child process). ``feed(chunk)``: bytes (decoded by ``decoder``, raw PCM or
+    a WAV stream) or float32 samples at ``rate``; ``close()``: the audio is complete. After each,
+    :meth:`plan` is the mouth for all the audio so far: phones recognised so far, and for the last
+    stretch the recogniser has not yet decided, a vowel scaled by loudness (so a chunk moves the
+    mouth as soon as it is fed). At
     ``close()`` with text, the whole clip is force-aligned and the plan replaced by the exact one.
     Limits: ``max_seconds`` of audio (more is an :class:`AudioError`; the audio so far stays).
     """
 
     def __init__(self, rate: int | None = 16000, text: str | None = None, *, channels: int = 1,
                  sample_format: str = "s16le", wav: bool = False, max_seconds: float | None = None,
-                 beats: bool = True, strength: float = 1.0) -> None:
+                 beats: bool = True, strength: float = 1.0, recognizer=None) -> None:
         self.decoder = PcmDecoder(rate or 16000, channels, sample_format, wav=wav)
         self.text = text or None
         self.max_seconds = max_seconds
         self._resampler: Resampler | None = None  # streaming, so the chunking changes nothing
-        self._stream: align.PhoneStream | None = None
+        # where PocketSphinx runs: runtime.audio.worker.Local() (this process) or .shared() (a child)
+        from runtime.audio import worker
+
+        self.rec = recognizer if recognizer is not None else worker.Local()
+        self._sid = self.rec.new_stream() if hasattr(self.rec, "new_stream") else id(self)
+        self._streaming = False
         self.env = energy.Envelope(align.RATE)
         self.phones: list[align.TimedPhone] = []
         self.samples = 0  # input samples so far
@@ -180,9 +192,8 @@ class VoiceTrack:
         self._buf[self._n16: self._n16 + len(y)] = y
         self._n16 += len(y)
         self.env.feed(y)
-        if self._stream is None:
-            self._stream = align.PhoneStream()
-        self.phones = self._stream.feed(y)
+        self._streaming = True
+        self.phones = self.rec.feed(self._sid, y)
 
     def close(self) -> None:
         """The audio is complete: final recognition, or forced alignment when the text is known."""
@@ -196,12 +207,12 @@ class VoiceTrack:
             err = e  # keep what was decoded; report after the mouth is made
         if self._resampler is not None:
             self._push(self._resampler.flush())
-        if self._stream is not None:
-            self.phones = self._stream.close()
+        if self._streaming:
+            self.phones = self.rec.close(self._sid)
         if self.text and self._n16:
             x16 = self._buf[: self._n16]
             try:
-                self.phones = align.align(x16, self.text)
+                self.phones = self.rec.align(x16, self.text)
                 self.method = "aligned"
             except AudioError as e:
                 self.error = str(e)
