@@ -76,11 +76,11 @@ def _warm_kernels() -> None:
 
     warm_up()
     speech.warm()
-    try:  # the recogniser's decoders (~0.2 s to build, holding the GIL): now, not at the first audio line
-        from runtime.audio import align
+    try:  # the recogniser's process (1-2 s to start): now, not at the first audio line
+        from runtime.audio import worker
 
-        align.warm()
-    except Exception as e:  # audio lines will build them when needed
+        worker.warm()
+    except Exception as e:  # the first audio line starts it
         log.warning("audio recogniser not warmed: %s", e)
 
 
@@ -512,8 +512,9 @@ class Server:
                 voice.failed = True
                 loop.call_soon(client.push_control, proto.error("invalid_audio", f"audio: {msg}", cmd.id or None))
 
-        live = LiveSpeech(None, cmd.text, wav=True, lookahead=cmd.start, on_error=on_error,
-                          stall=self.limits.audio_stream_timeout + 5.0)
+        au = self.cfg.audio
+        live = LiveSpeech(None, cmd.text, wav=True, lookahead=cmd.start or au.lookahead, on_error=on_error,
+                          stall=self.limits.audio_stream_timeout + 5.0, beats=au.beats, strength=au.beat_strength)
         voice = _Voice(client, live, cmd.audio.rate)
         if not cmd.audio.stream:
             voice.feed(cmd.audio.samples, cmd.audio.rate)
