@@ -143,6 +143,29 @@ def test_streamed_chunks_in_real_time_drive_the_mouth_on_the_audio_clock(server,
     c.close()
 
 
+def test_a_late_start_message_holds_the_mouth_until_playback(server, voice):
+    x, rate = voice  # speech from 0.6 s of audio time
+    wav = make_wav(x, rate)
+    alice = Watcher(server, "alice")
+    c = Timed(server)
+    c.send({"type": "say", "id": "late-1", "avatar": "alice", "text": TEXT,
+            "audio": base64.b64encode(wav).decode(), "start": 5.0})  # "I will play it in 5 s" ...
+    said = time.perf_counter()
+    assert c.next("ack")["id"] == "late-1"
+    time.sleep(1.0)
+    c.send({"type": "start", "id": "late-1", "position": 0.0})  # ... no: playback starts now
+    started = time.perf_counter()
+    c.until(lambda m: m["type"] == "done" and m["id"] == "late-1", timeout=120)
+    alice.close()
+    at, jaw = np.array(alice.arrived), np.array(alice.values)[:, IX["JawOpen"]]
+    before = (at > said) & (at < started + 0.45)  # before the start and in the audio's leading silence
+    after = (at > started + 0.6) & (at < started + len(x) / rate)
+    print(f"\njaw before playback {jaw[before].max():.2f}, during speech {jaw[after].max():.2f}")
+    assert before.sum() > 60 and jaw[before].max() < 0.1  # not at the say's arrival: at the start
+    assert jaw[after].max() > 0.2
+    c.close()
+
+
 def test_inline_wav_line(server):
     wav = espeak_wav("Maybe my mum made a map.")
     c = Timed(server)
