@@ -353,3 +353,22 @@ def test_beats_lift_the_brows_on_stress_blink_only_at_phrase_ends_and_can_be_tur
     frame = np.zeros(C.COUNT, np.float32)
     k = int(np.argmax(brow))
     assert plan.apply_at(k / FPS, frame.copy())[C.INDEX["BrowInnerUp"]] == pytest.approx(brow[k], abs=1e-5)
+
+
+def test_the_recogniser_child_process_gives_the_same_phones_and_survives_being_killed() -> None:
+    from runtime.audio import align, worker
+
+    voice = _espeak()
+    sp = voice.speak(LINE)
+    x16 = resample(np.frombuffer(sp.pcm, np.int16).astype(np.float32) / 32768, sp.sample_rate, align.RATE)
+    rec = worker.Recognizer()
+    try:
+        here = worker.Local().align(x16, LINE)
+        assert rec.align(x16, LINE) == here
+        rec._proc.kill()  # a crash in the recogniser: the next call starts a new child
+        rec._proc.join(5)
+        assert rec.align(x16, LINE) == here
+        with pytest.raises(align.AlignError, match="no words"):
+            rec.align(x16, "...")
+    finally:
+        rec.stop()

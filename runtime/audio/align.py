@@ -107,8 +107,11 @@ def _give(kind: str, beam: float, d) -> None:
         _pool.setdefault((kind, beam), []).append(d)
 
 
-# PocketSphinx holds the GIL inside process_raw: fed a whole clip it would stall every other
-# thread (the frame clock) for the clip's whole analysis. 20 ms slices hold it ~3 ms at a time.
+# PocketSphinx holds the GIL inside process_raw. A whole clip is decoded in one call
+# (full_utt: the cepstral mean comes from the clip itself, which recognition needs: fed in slices
+# it adapts from the model's mean and loses a tenth of the bilabials it finds), so whole clips
+# are for a process with no clock to protect: runtime.audio.worker's child, or offline tools.
+# The incremental stream is fed in 20 ms slices, each holding the GIL ~3 ms.
 SLICE = 640  # bytes: 20 ms of 16 kHz 16-bit audio
 
 
@@ -130,7 +133,7 @@ def _start(d) -> None:
 
 def _utterance(d, pcm: bytes) -> None:
     _start(d)
-    _feed(d, pcm)
+    d.process_raw(pcm, full_utt=True)
     d.end_utt()
 
 
@@ -270,17 +273,8 @@ def transcribe(x: np.ndarray) -> str:
 
 def recognize(x: np.ndarray) -> list[TimedPhone]:
     """Phone recognition (no text) on 16 kHz float32 mono ``x``."""
-    pcm = _pcm(x)
     with _decoder("phones") as d:
-        _utterance(d, pcm)
-        # Fed in slices, the decoder starts from the model's cepstral mean and adapts as it goes;
-        # phone recognition (unlike alignment) loses about a fifth of its bilabials to that. So a
-        # second pass from this clip's own mean, read back from the first.
-        cmn = d.get_cmn(True)
-        d.set_cmn(cmn)
-        d.start_utt()
-        _feed(d, pcm)
-        d.end_utt()
+        _utterance(d, _pcm(x))
         return _phones_from_seg(d.seg() or [])
 
 

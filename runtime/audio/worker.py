@@ -1,8 +1,8 @@
 """PocketSphinx in a child process, so recognition never holds the frame clock's GIL.
 
-PocketSphinx's Python binding keeps the GIL inside every call into the recogniser; fed in 20 ms
-slices each hold is short, but on a loaded machine the thread holding it can be descheduled
-mid-call and the clock waits with it (missed frames while streaming). Like the model
+PocketSphinx's Python binding keeps the GIL inside every call into the recogniser: a whole clip
+(forced alignment, recognition) is one call of 50-500 ms, and even 20 ms slices stall the clock
+when the thread holding the GIL is descheduled mid-call on a loaded machine. Like the model
 (runtime/generate/worker.py), the recogniser therefore runs in a process of its own, and a thread
 that calls it only waits on a pipe, which releases the GIL.
 
@@ -10,8 +10,9 @@ that calls it only waits on a pipe, which releases the GIL.
 has the calls :class:`runtime.audio.track.VoiceTrack` needs: ``feed(stream, x16)`` /
 ``close(stream)`` for incremental phone recognition, ``align(x16, text)``, ``recognize(x16)``.
 :class:`Local` is the same calls in this process (offline use: the CLI analyses a file before any
-clock starts). :func:`shared` is the process-wide child, started on first use (about 1-2 s;
-:func:`warm` starts it early). If the child dies, the next call starts a new one.
+clock starts; never beside a running clock). :func:`shared` is the process-wide child, started on
+first use (about 1-2 s; :func:`warm` starts it early). If the child dies, the next call starts a
+new one.
 """
 
 from __future__ import annotations
