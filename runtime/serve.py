@@ -109,25 +109,59 @@ def _f32_wav_header(rate: int) -> bytes:
 
 
 class _Voice:
-    """One audio line: the client that owns it and the LiveSpeech its mouth follows."""
+    """One audio line: the client that owns it and the LiveSpeech its mouth follows.
 
-    __slots__ = ("client", "live", "rate", "headed", "failed")
+    A TTS engine often sends a sentence's chunks in a burst, faster than they are analysed: when
+    the LiveSpeech's queue is full, the samples wait here, merged into one piece, and are handed
+    over again shortly (loop thread only; nothing is lost, the frame clock is not involved)."""
+
+    __slots__ = ("client", "live", "rate", "headed", "failed", "pending", "closing", "retry")
 
     def __init__(self, client: Client, live, rate: int | None) -> None:
         self.client, self.live, self.rate = client, live, rate
         self.headed = False  # the f32 WAV head has been fed
         self.failed = False  # an analysis error has been reported to the client
+        self.pending: list[bytes] = []  # f32 samples not yet taken by the LiveSpeech
+        self.closing = False  # the audio is complete: close the LiveSpeech once pending is in
+        self.retry = None  # the scheduled hand-over, while one is
 
     def feed(self, samples: np.ndarray, rate: int | None) -> None:
         if not self.headed:
             self.live.feed(_f32_wav_header(rate or self.rate or 16000))
             self.headed = True
         if len(samples):
-            self.live.feed(samples.astype("<f4").tobytes())
+            self.pending.append(samples.astype("<f4").tobytes())
+        self._hand_over()
+
+    def _hand_over(self) -> None:
+        self.retry = None
+        if self.pending:
+            data = b"".join(self.pending)
+            try:
+                self.live.feed(data)
+                self.pending.clear()
+            except Exception:
+                if self.live.error or self.live.done:  # the analysis has ended: nothing more to give
+                    self.pending.clear()
+                    raise
+                self.pending = [data]  # its queue is full: again in a moment, as one piece
+                self.retry = asyncio.get_running_loop().call_later(0.02, self._hand_over)
+                return
+        if self.closing:
+            self.live.close()
 
     def close(self) -> None:
         if not self.headed:  # no audio came: a clean, empty stream rather than a "truncated" error
             self.feed(np.zeros(0, np.float32), self.rate)
+        self.closing = True
+        if self.retry is None:
+            self._hand_over()
+
+    def drop(self) -> None:
+        """The line is over: stop at once."""
+        if self.retry is not None:
+            self.retry.cancel()
+        self.pending.clear()
         self.live.close()
 
 
@@ -353,7 +387,7 @@ class Server:
             voice = self._voices.pop(key, None)
             if voice is not None:  # interrupted or finished: stop its analysis, drop late chunks
                 voice.client.session.kill_stream(line_id)
-                voice.live.close()
+                voice.drop()
         msg = proto.event(event)
         for c in self.clients:
             if c is owner or c.fmt_for(avatar) is not None:
@@ -492,7 +526,7 @@ class Server:
             if voice is not None:
                 if cmd.audio.stream:
                     client.session.drop_stream(cmd.id)
-                voice.live.close()
+                voice.drop()
             return
         self._owners[(cmd.avatar, req.id)] = client
         if voice is not None:
@@ -529,7 +563,7 @@ class Server:
             return  # the line is over (interrupted, done); its late audio is not needed
         try:
             voice.feed(chunk.samples, chunk.rate)
-        except Exception as e:  # the analysis queue is full: this chunk is lost, the mouth goes on
+        except Exception as e:  # the analysis has failed: the mouth it had goes on
             if not voice.failed:
                 voice.failed = True
                 client.push_control(proto.error("invalid_audio", f"audio: {e}", chunk.id))
