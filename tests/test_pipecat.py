@@ -22,6 +22,7 @@ from runtime.integrations.pipecat import AvatarProcessor  # noqa: E402
 from runtime.sinks.fanout import Fanout  # noqa: E402
 from tests.test_avatar import Recorder  # noqa: E402
 from tests.test_protocol_audio import espeak_wav, needs_espeak, pcm_of  # noqa: E402
+from tests.test_serve_audio import envelope  # noqa: E402
 
 pytestmark = [needs_espeak, pytest.mark.model]
 IX = channels.INDEX
@@ -108,6 +109,39 @@ def test_an_interruption_interrupts_the_avatar(face):
     again = AvatarProcessor(av)
     asyncio.run(run_test(again, frames_to_send=tts_frames("Bob.", pace=False)))
     assert again.lines == 1 and not wait_done(events, 2)[1].get("interrupted")
+
+
+def test_bot_started_speaking_sets_the_audio_clock(face):
+    """A TTS engine faster than real time: the audio arrives at once, the transport plays it later
+    and says so with BotStartedSpeakingFrame; the mouth follows the playback, not the arrival."""
+    av, sink, events = face
+    seen: dict[str, float] = {}
+
+    class Noting(AvatarProcessor):
+        def _look(self, frame):
+            if isinstance(frame, pf.TTSAudioRawFrame):
+                seen.setdefault("first_chunk", time.perf_counter())
+            if isinstance(frame, pf.BotStartedSpeakingFrame):
+                seen["playback"] = time.perf_counter()
+            super()._look(frame)
+
+    timed: list[tuple[float, float]] = []
+    orig = sink.send
+    jaw_at = IX["JawOpen"]
+    sink.send = lambda frame, n, t: timed.append((time.perf_counter(), float(frame[jaw_at]))) or orig(frame, n, t)
+    x, rate = pcm_of(espeak_wav(TEXT))
+    utterance = tts_frames(TEXT, pace=False)
+    sent = [*utterance[:-2], SleepFrame(sleep=0.8), pf.BotStartedSpeakingFrame(), SleepFrame(sleep=2.5),
+            *utterance[-2:]]
+    proc = Noting(av)
+    asyncio.run(run_test(proc, frames_to_send=sent))
+    wait_done(events)
+    at, jaw = np.array([t for t, _ in timed]), np.array([j for _, j in timed])
+    span = (at > seen["first_chunk"]) & (at < seen["playback"] + len(x) / rate)
+    r_play = np.corrcoef(jaw[span], envelope(x, rate, at[span] - seen["playback"]))[0, 1]
+    r_arrive = np.corrcoef(jaw[span], envelope(x, rate, at[span] - seen["first_chunk"]))[0, 1]
+    print(f"\nr(jaw, loudness): on the playback clock {r_play:.2f}, on the arrival clock {r_arrive:.2f}")
+    assert r_play > 0.3 and r_play > r_arrive + 0.2
 
 
 def test_text_before_the_audio_is_the_line_and_user_text_is_not(face):
