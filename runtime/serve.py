@@ -151,11 +151,14 @@ class _Voice:
             self.live.close()
 
     def close(self) -> None:
-        if not self.headed:  # no audio came: a clean, empty stream rather than a "truncated" error
-            self.feed(np.zeros(0, np.float32), self.rate)
         self.closing = True
-        if self.retry is None:
-            self._hand_over()
+        try:
+            if not self.headed:  # no audio came: a clean, empty stream rather than a "truncated" error
+                self.feed(np.zeros(0, np.float32), self.rate)
+            elif self.retry is None:
+                self._hand_over()
+        except Exception:  # the analysis had already ended (its error was reported): close it anyway
+            self.live.close()
 
     def drop(self) -> None:
         """The line is over: stop at once."""
