@@ -292,6 +292,19 @@ def test_interrupt_mid_stream_drops_its_late_chunks_quietly(server, voice):
     c.close()
 
 
+def test_inline_wav_over_a_mebibyte_passes_the_socket(server):
+    x = tone(3.3, 48000, 180.0) * np.hanning(int(3.3 * 48000)).astype(np.float32)
+    wav = make_wav(x, 48000, channels=2, fmt="f32")  # 48 kHz stereo float: 1.27 MB, 1.7 MB in base64
+    c = Conn(server)
+    msg = json.dumps({"type": "say", "id": "big-1", "avatar": "bob", "text": "Aaah.",
+                      "audio": base64.b64encode(wav).decode()})
+    assert len(msg) > 1 << 20 and len(wav) > 1 << 20
+    c.send(msg)
+    msgs = c.until(lambda m: m["type"] == "done" and m["id"] == "big-1", timeout=120)
+    assert [m["type"] for m in msgs if m["type"] in ("ack", "error")] == ["ack"]
+    c.close()
+
+
 def test_hello_has_the_audio_limits(server):
     c = Conn(server)
     assert c.hello["limits"]["audio_max_chunk"] == 64 << 10 and c.hello["limits"]["audio_max_seconds"] == 4.0
