@@ -144,6 +144,18 @@ def test_bot_started_speaking_sets_the_audio_clock(face):
     assert r_play > 0.3 and r_play > r_arrive + 0.2
 
 
+def test_utterances_queued_back_to_back_play_one_after_the_other(face):
+    av, sink, events = face
+    proc = AvatarProcessor(av)
+    first, second = tts_frames("Bob bought a boat.", pace=False), tts_frames("Maybe.", pace=False)
+    asyncio.run(run_test(proc, frames_to_send=[*first, *second]))  # a TTS engine faster than real time
+    one, two = proc.recent
+    seconds = len(pcm_of(espeak_wav("Bob bought a boat."))[0]) / 22050
+    assert abs((one.audio_time() - two.audio_time()) - seconds) < 0.02  # the second starts as the first ends
+    done = wait_done(events, 2)
+    assert not any(d.get("interrupted") or d.get("error") for d in done)
+
+
 def test_text_before_the_audio_is_the_line_and_user_text_is_not(face):
     av, sink, events = face
     proc = AvatarProcessor(av, emotion="joy")

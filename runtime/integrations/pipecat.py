@@ -17,9 +17,11 @@ unchanged and in order (the processor only looks). A bot utterance (``TTSStarted
 :class:`runtime.audio.LiveSpeech` (phones and loudness on a worker thread; the mouth on the audio's
 own clock), and the text (``TTSTextFrame``s and ``TextFrame``s seen before the audio, when there are
 any) gives the model the line for the expression and, when known by the end, forced alignment.
-The audio clock starts at the first chunk's arrival plus ``lookahead`` and is set again when the
-output transport reports ``BotStartedSpeakingFrame`` (it comes upstream through this processor):
-that is when playback really starts. An interruption (``InterruptionFrame``; older pipecat:
+The audio clock follows a model of the transport's playout: an utterance plays from its first
+chunk's arrival plus ``lookahead``, or when the audio before it has played, whichever is later (a
+TTS engine faster than real time queues utterances back to back); when the output transport reports
+``BotStartedSpeakingFrame`` (it comes upstream through this processor), playback really starts
+then, and the queued utterances move with it. An interruption (``InterruptionFrame``; older pipecat:
 ``StartInterruptionFrame``) interrupts the avatar: the face blends to rest in ~150 ms.
 
 In-process, through the avatar API (no sockets): a pipecat app is one Python process anyway. To
@@ -31,6 +33,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipecat.frames import frames as pf
@@ -48,6 +52,13 @@ _AUDIO = (pf.TTSAudioRawFrame, pf.OutputAudioRawFrame)
 _TEXT = (pf.TTSTextFrame, pf.TextFrame)
 _USER_TEXT = tuple(c for c in (getattr(pf, "TranscriptionFrame", None), getattr(pf, "InterimTranscriptionFrame", None))
                    if c is not None)  # what the user said: not the bot's words
+
+
+@dataclass
+class _Utterance:
+    live: object  # LiveSpeech (or _NoVoice)
+    t0: float  # perf_counter time its audio time 0 plays, by the playout model
+    seconds: float = 0.0  # audio received so far
 
 
 class Face:
@@ -117,12 +128,16 @@ class AvatarProcessor(FrameProcessor):
         self.beat_strength = beat_strength if beat_strength is not None else (au.beat_strength if au else 1.0)
         self.live: LiveSpeech | None = None  # the utterance being spoken
         self.last: LiveSpeech | None = None  # the latest utterance's (for reports and tests)
+        self.recent: deque[LiveSpeech] = deque(maxlen=16)  # the latest few, oldest first
         self.line = None  # its avatar Line
         self.lines = 0
         self.errors: list[str] = []
         self._text: list[str] = []  # text seen since the last utterance ended
-        self._started = False  # BotStartedSpeakingFrame set the current utterance's clock
         self._head = ""  # the text the current utterance's line was given
+        self._utt: _Utterance | None = None  # the current utterance
+        self._playing: deque[_Utterance] = deque()  # utterances that may still be playing
+        self._play_end = 0.0  # when the audio received so far will have played (perf_counter)
+        self._anchored = False  # BotStartedSpeaking has set the playout since the bot last stopped
         _warm()
 
     async def process_frame(self, frame: pf.Frame, direction: FrameDirection) -> None:
@@ -145,23 +160,40 @@ class AvatarProcessor(FrameProcessor):
             if frame.text and not getattr(frame, "skip_tts", False):
                 self._text.append(frame.text)
         elif isinstance(frame, pf.BotStartedSpeakingFrame):
-            if self.live is not None and not self._started:
-                self.live.start(time.perf_counter())
-                self._started = True
+            self._playback_started(time.perf_counter())
+        elif isinstance(frame, pf.BotStoppedSpeakingFrame):
+            self._anchored = False
         elif isinstance(frame, pf.TTSStoppedFrame | pf.EndFrame | pf.CancelFrame):
             self._end()
+
+    def _playback_started(self, now: float) -> None:
+        """The transport began playing after silence: the first utterance not yet played starts now."""
+        while self._playing and self._playing[0].t0 + self._playing[0].seconds < now - 0.5:
+            self._playing.popleft()  # played out long ago, by the model
+        if self._anchored or not self._playing:
+            return
+        self._anchored = True
+        delta = now - self._playing[0].t0
+        for u in self._playing:
+            u.t0 += delta
+            u.live.start(u.t0)
+        self._play_end += delta
 
     def _audio(self, frame: pf.OutputAudioRawFrame) -> None:
         if not frame.audio:
             return
+        now = time.perf_counter()
         if self.live is None:
-            self._begin(frame.sample_rate, frame.num_channels)
+            self._begin(frame.sample_rate, frame.num_channels, now)
+        u = self._utt
+        u.seconds += len(frame.audio) / (2 * max(frame.num_channels, 1) * max(frame.sample_rate, 1))
+        self._play_end = max(self._play_end, u.t0 + u.seconds)
         try:
             self.live.feed(frame.audio)
         except AudioError as e:  # the analysis is behind or failed: this chunk is lost, the voice is not
             self._error(str(e))
 
-    def _begin(self, rate: int, channels: int) -> None:
+    def _begin(self, rate: int, channels: int, now: float) -> None:
         text = _join(self._text)  # what came before the audio: the model's line
         self._text = []
         try:
@@ -171,8 +203,12 @@ class AvatarProcessor(FrameProcessor):
         except AudioError as e:  # a rate or channel count the decoder refuses: no mouth, the line goes on
             self._error(str(e))
             self.live = _NoVoice()
-        self._started = False
         self._head = text
+        if not isinstance(self.live, _NoVoice):
+            self.recent.append(self.live)
+        self._utt = _Utterance(self.live, max(now + self.lookahead, self._play_end))
+        self.live.start(self._utt.t0)
+        self._playing.append(self._utt)
         req = LineRequest(text=text or self.default_text, emotion=self.emotion)
         try:
             self.line = self.avatar.say(req, speech=None if isinstance(self.live, _NoVoice) else self.live)
@@ -187,6 +223,8 @@ class AvatarProcessor(FrameProcessor):
         if interrupted:
             self.avatar.interrupt()
             self._text.clear()
+            self._playing.clear()  # the transport drops what it had queued
+            self._play_end, self._anchored = 0.0, False
         if live is not None:
             text = _join(self._text) or self._head  # the words spoken, when the TTS told them
             track = getattr(live, "track", None)
@@ -194,7 +232,7 @@ class AvatarProcessor(FrameProcessor):
                 track.text = text  # known by the end: the final plan is force-aligned to it
             self._text.clear()
             live.close()
-        self.live, self.line = None, None
+        self.live, self.line, self._utt = None, None, None
 
     def _error(self, msg: str) -> None:
         if len(self.errors) < 100:
