@@ -372,3 +372,18 @@ def test_the_recogniser_child_process_gives_the_same_phones_and_survives_being_k
             rec.align(x16, "...")
     finally:
         rec.stop()
+
+
+def test_cli_say_audio_streams_the_mouth_to_a_sink_and_refuses_play_without_audio(tmp_path: Path) -> None:
+    from runtime import cli
+    from runtime.sinks.csv import read_take
+
+    voice = _espeak()
+    sp = voice.speak(LINE)
+    wav = sp.write_wav(tmp_path / "v.wav")
+    out = tmp_path / "live.csv"
+    assert cli.main(["say", "--audio", str(wav), "--sink", f"csv:{out}"]) == 0
+    frames = read_take(out).values
+    lips = frames[:, JAW] - frames[:, CLOSE]
+    assert len(frames) >= int(sp.duration * FPS) and lips.max() >= 0.15 and (lips <= 0.05).sum() > 10
+    assert cli.main(["say", "Hello.", "--play", "--sink", f"csv:{tmp_path / 'x.csv'}"]) == 2

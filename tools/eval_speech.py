@@ -548,6 +548,44 @@ def plot_line(path: Path, text: str = "Maybe my big brother can help, pal; the m
     plt.close(fig)
 
 
+def plot_audio_line(path: Path, text: str = "Maybe my big brother can help, pal; the moon is bright.") -> None:
+    """One festival (kal) line: loudness, the lip gap from the audio with the text and without it,
+    JawOpen from loudness alone, and festival's own p/b/m spans."""
+    import tempfile
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from runtime.audio import energy, track
+    from runtime.audio.wav import read_wav, resample
+
+    with tempfile.TemporaryDirectory() as tmp:
+        (wav, segs), = festival_lines("kal", [text], 1.0, Path(tmp))
+        x, sr = read_wav(wav)
+    n = int(len(x) / sr * FPS) + 1
+    t = np.arange(n) / FPS
+    db = energy.loudness(resample(x, sr, 16000), 16000)
+    fig, ax = plt.subplots(figsize=(12, 4.6), dpi=90)
+    lv = np.clip((db - energy.SILENCE_DB) / (0 - energy.SILENCE_DB), 0, 1)
+    ax.fill_between(np.arange(len(lv)) * energy.HOP, 0, lv, color="0.85", label="voice loudness (festival kal)")
+    for label, txt, lw in (("with the text (aligned)", text, 1.8), ("audio alone (recognised)", None, 1.2)):
+        frames = track.analyse(x, sr, txt).plan().apply(np.zeros((n, C.COUNT), np.float32), FPS)[:n]
+        ax.plot(t, lips(frames), lw=lw, label=f"JawOpen − MouthClose, {label}")
+    ax.plot(t, loudness_jaw(db, n), lw=1.0, ls="--", label="JawOpen from loudness alone")
+    ax.axhline(CLOSED, color="k", lw=0.6, ls=":")
+    for name, a, b in segs:
+        if name in FESTIVAL_BILABIALS:
+            ax.plot([a, b], [-0.04, -0.04], color="crimson", lw=3)
+    ax.set_xlabel("seconds (red: festival's own p/b/m spans; dotted: lips touch below 0.05)")
+    ax.set_ylim(-0.08, 1.05)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize=8, ncol=2, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--takes", type=int, default=200)
@@ -558,7 +596,11 @@ def main() -> int:
     ap.add_argument("--audio", action="store_true", help="also the mouth from audio (espeak-ng, festival)")
     ap.add_argument("--audio-only", action="store_true", help="only the mouth from audio")
     ap.add_argument("--sentences", type=int, default=len(SENTENCES), help="--audio: how many of the sentences")
+    ap.add_argument("--plot-audio", type=Path, help="draw one festival line's mouth from audio to this PNG, exit")
     args = ap.parse_args()
+    if args.plot_audio:
+        plot_audio_line(args.plot_audio)
+        return 0
     if args.audio_only:
         result = {"audio": audio_alignment(SENTENCES[: args.sentences])}
         print(json.dumps(result, indent=2))
