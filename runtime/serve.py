@@ -9,9 +9,9 @@ frame clock that ticks them all, and one asyncio loop in its own thread that ser
 
 Audio (a say's WAV inline, or a stream of binary chunks): the protocol session validates and
 decodes it on the loop thread (numpy, no alignment); each audio line gets a
-:class:`runtime.audio.LiveSpeech`, whose worker thread aligns the phones and whose clock (the
-audio's, set by the client's ``start``) the avatar's mouth follows. Bad audio is an error event;
-the line goes on without it.
+:class:`runtime.audio.LiveSpeech`, whose worker thread has the recogniser's process find the
+phones and whose clock (the audio's, set by the client's ``start``) the avatar's mouth follows.
+Bad audio is an error event; the line goes on without it.
 
 Threads meet only through non-blocking hand-offs: avatar events (generator and clock threads) reach
 the loop with ``call_soon_threadsafe``; frames go through an in-process sink that appends to a
