@@ -1,6 +1,8 @@
 """Measure the speech layer: mouth/voice alignment, viseme rule checks, cost per frame.
 
     .venv/bin/python tools/eval_speech.py [--takes 200] [--seed 0] [--json out.json] [--plot fig.png]
+    .venv/bin/python tools/eval_speech.py --audio-only [--sentences 24] [--json out.json]
+    .venv/bin/python tools/eval_speech.py --plot-audio docs/speech_from_audio.png
 
 Alignment: sentences get TTS-like word timings that the layer has never seen the model of (every
 phoneme's length drawn around its intrinsic length with log-normal noise, a per-take speaking rate
