@@ -88,7 +88,7 @@ def test_tts_audio_frames_drive_the_mouth_and_pass_through_unchanged(face, stere
     opened, closings = mouth_closings(np.array(sink.frames))
     print(f"\nmouth: max open {opened:.2f}, closings {closings}, method {proc.last.track.method}, "
           f"median chunk->plan {1000 * np.median(proc.last.latency):.0f} ms")
-    assert opened > 0.2  # the voice moved the mouth as it came (how well, on time: tools/bench_*audio.py)
+    assert opened > 0.1  # the voice moved the mouth as it came (how well, on time: tools/bench_*audio.py)
     final = proc.last.plan.render(60)  # the final plan, force-aligned to the text that came last
     assert proc.last.track.method == "aligned" and mouth_closings(np.nan_to_num(final))[1] >= 4
 
