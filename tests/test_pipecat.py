@@ -168,3 +168,23 @@ def test_text_before_the_audio_is_the_line_and_user_text_is_not(face):
     assert [(r.text, r.emotion) for r in said] == [("Hello there, Bob!", "joy")]
     wait_done(events)
     assert proc.last.track.text == "Hello there, Bob!"
+
+
+def test_face_from_config_streams_the_mouth_to_its_sinks(backend, tmp_path):
+    from runtime.integrations.pipecat import Face
+    from tests.conftest import ROOT
+
+    events: list[dict] = []
+    take = tmp_path / "take.csv"
+    face = Face(ROOT / "config.toml", sinks=[f"csv:{take}"], backend=backend, on_event=events.append)
+    try:
+        proc = AvatarProcessor(face)  # beats, lookahead from the config's [audio]
+        assert proc.beats == face.cfg.audio.beats and proc.lookahead == face.cfg.audio.lookahead
+        asyncio.run(run_test(proc, frames_to_send=tts_frames(TEXT)))
+        wait_done(events)
+    finally:
+        face.close()
+    header, *rows = take.read_text().splitlines()
+    col = header.split(",").index("JawOpen")
+    jaw = np.array([float(r.split(",")[col]) for r in rows])
+    assert len(rows) > 60 and jaw.max() > 0.1  # the voice's mouth reached the sink

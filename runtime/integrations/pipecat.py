@@ -62,10 +62,14 @@ class _Utterance:
 
 
 class Face:
-    """One avatar (config.toml's sinks, idle layer, model) and the frame clock that ticks it."""
+    """One avatar (config.toml's sinks, idle layer, model) and the frame clock that ticks it.
+
+    ``sinks``: URLs instead of config.toml's; ``backend``: a model backend to share (else one is
+    built from the config, and closed with the face); ``on_event``: the avatar's events (keyframe,
+    done), called on its threads."""
 
     def __init__(self, config: str | Path | None = None, *, name: str = "default",
-                 sinks: list[str] | None = None) -> None:
+                 sinks: list[str] | None = None, backend=None, on_event=None) -> None:
         import dataclasses
 
         from runtime import assemble
@@ -79,7 +83,8 @@ class Face:
         if sinks is not None:
             cfg = dataclasses.replace(cfg, sinks=list(sinks))
         lang = assemble.language(cfg)
-        self.backend = assemble.backend(cfg, lang)
+        self._own_backend = backend is None
+        self.backend = assemble.backend(cfg, lang) if backend is None else backend
         a, i = cfg.animation, cfg.idle
         idle = Idle(seed=None if i.seed < 0 else i.seed, blinks=i.blinks, saccades=i.saccades,
                     breathing=i.breathing, drift=i.drift, gaze_degrees=i.gaze_degrees,
@@ -87,7 +92,8 @@ class Face:
         self.fanout = Fanout(assemble.sinks(cfg))
         self.avatar = Avatar(name, self.backend, lang, self.fanout, fps=a.fps, attack=a.attack,
                              release=a.release, interpolator=assemble.interpolator(cfg),
-                             timeout=cfg.model.timeout, idle=idle, interrupt_blend=cfg.serve.interrupt_blend)
+                             timeout=cfg.model.timeout, idle=idle, interrupt_blend=cfg.serve.interrupt_blend,
+                             on_event=on_event)
         warm_up()
         _warm()
         self.clock = FrameClock(a.fps, self._tick, spin_s=a.spin_ms / 1000.0).start()
@@ -101,7 +107,7 @@ class Face:
         self.avatar.close()
         self.fanout.close()
         close = getattr(self.backend, "close", None)
-        if close is not None:
+        if close is not None and self._own_backend:
             close()
 
 
