@@ -302,7 +302,7 @@ class Session:
         ended with an error); raises ProtocolError (send ``.event()`` back) for anything else."""
         lim = self.limits
         if isinstance(data, bytes | bytearray | memoryview) and bytes(data[:4]) == AUDIO_MAGIC:
-            return self._chunk(bytes(data), now)
+            return self._audio_chunk_in(bytes(data), now)
         size = len(data) if isinstance(data, bytes | bytearray) else len(data.encode("utf-8", "replace"))
         big = max(lim.max_message, lim.audio_max_message)
         if size > big:
@@ -356,7 +356,7 @@ class Session:
                     raise ProtocolError("invalid_field", f"frames: expected one of {FRAME_FORMATS}")
                 return Subscribe(self._avatar(msg, allow_all=True), frames)
             if kind == "audio_end":
-                return self._end(msg_id, now)
+                return self._audio_end(msg_id, now)
             if kind == "start":
                 if msg_id in self._dead:  # its audio was refused: the line has no audio clock
                     return None
@@ -449,7 +449,7 @@ class Session:
         return AudioChunk(id, st.avatar, samples if samples is not None else np.zeros(0, np.float32),
                           st.decoder.rate, end=True, error=ProtocolError(code, message, id))
 
-    def _chunk(self, data: bytes, now: float) -> AudioChunk | None:
+    def _audio_chunk_in(self, data: bytes, now: float) -> AudioChunk | None:
         from runtime.audio.wav import AudioError, parse_header
 
         lim = self.limits
@@ -492,7 +492,7 @@ class Session:
         st.samples += len(samples)
         return AudioChunk(id, st.avatar, samples, rate)
 
-    def _end(self, id: str, now: float) -> AudioChunk | None:
+    def _audio_end(self, id: str, now: float) -> AudioChunk | None:
         from runtime.audio.wav import AudioError
 
         st = self._streams.pop(id, None)
