@@ -75,7 +75,7 @@ def mouth_closings(frames: np.ndarray) -> tuple[float, int]:
 @pytest.mark.parametrize("stereo", [False, True])
 def test_tts_audio_frames_drive_the_mouth_and_pass_through_unchanged(face, stereo):
     av, sink, events = face
-    proc = AvatarProcessor(av, lookahead=0.1)  # a transport's playback buffer
+    proc = AvatarProcessor(av, lookahead=0.3)  # a transport's playback buffer: the analysis is ahead
     sent = tts_frames(TEXT, stereo=stereo)
     down, up = asyncio.run(run_test(proc, frames_to_send=sent))
     real = [f for f in sent if not isinstance(f, SleepFrame)]
@@ -89,6 +89,7 @@ def test_tts_audio_frames_drive_the_mouth_and_pass_through_unchanged(face, stere
     print(f"\nmouth: max open {opened:.2f}, closings {closings}, method {proc.last.track.method}, "
           f"median chunk->plan {1000 * np.median(proc.last.latency):.0f} ms")
     assert opened > 0.1  # the voice moved the mouth as it came (how well, on time: tools/bench_*audio.py)
+    assert proc.last.track.duration == pytest.approx(len(pcm_of(espeak_wav(TEXT))[0]) / 22050, abs=0.01)
     final = proc.last.plan.render(60)  # the final plan, force-aligned to the text that came last
     assert proc.last.track.method == "aligned" and mouth_closings(np.nan_to_num(final))[1] >= 4
 
@@ -178,8 +179,9 @@ def test_face_from_config_streams_the_mouth_to_its_sinks(backend, tmp_path):
     take = tmp_path / "take.csv"
     face = Face(ROOT / "config.toml", sinks=[f"csv:{take}"], backend=backend, on_event=events.append)
     try:
-        proc = AvatarProcessor(face)  # beats, lookahead from the config's [audio]
-        assert proc.beats == face.cfg.audio.beats and proc.lookahead == face.cfg.audio.lookahead
+        assert AvatarProcessor(face).lookahead == face.cfg.audio.lookahead  # the config's [audio] ...
+        proc = AvatarProcessor(face, lookahead=0.3)  # ... unless told
+        assert proc.beats == face.cfg.audio.beats and proc.lookahead == 0.3
         asyncio.run(run_test(proc, frames_to_send=tts_frames(TEXT)))
         wait_done(events)
     finally:
