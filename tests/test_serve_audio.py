@@ -119,9 +119,11 @@ def test_streamed_chunks_in_real_time_drive_the_mouth_on_the_audio_clock(server,
     pcm = (x * 32767).astype("<i2").tobytes()
     step = int(0.04 * rate) * 2  # 40 ms chunks, sent as a TTS engine hands them out
     t0 = time.perf_counter()
-    c.send({"type": "start", "id": "st-1"})  # the client starts playing now
     for k, a in enumerate(range(0, len(pcm), step)):
         c.ws.send(proto.audio_chunk("st-1", pcm[a:a + step]))
+        if k == 5:  # the client's player has buffered 0.2 s and starts playing now
+            c.send({"type": "start", "id": "st-1"})
+            t_play = time.perf_counter()
         c.drain(max(0.0, t0 + (k + 1) * 0.04 - time.perf_counter()))
     c.send({"type": "audio_end", "id": "st-1"})
     msgs = c.until(lambda m: m["type"] == "done" and m["id"] == "st-1", timeout=120)
@@ -129,7 +131,7 @@ def test_streamed_chunks_in_real_time_drive_the_mouth_on_the_audio_clock(server,
     assert msgs[-1] == {"type": "done", "id": "st-1", "avatar": "alice"}
     alice.close()
     at, f = np.array(alice.arrived), np.array(alice.values)
-    audio_t = at - t0
+    audio_t = at - t_play
     during = (audio_t > 0.0) & (audio_t < len(x) / rate)
     jaw = f[during, IX["JawOpen"]]
     env = envelope(x, rate, audio_t[during])
