@@ -164,6 +164,11 @@ class Avatar:
         self.lines.put_nowait(line)
         if chunked:
             self.feed(line, text)
+        if speech is not None:  # the mouth follows the voice from now, not from the model's first key
+            try:
+                self.handoff.put_nowait(("open", line, None))
+            except queue.Full:  # then it starts with its first key, as an unspoken line does
+                pass
         return line
 
     def feed(self, line: Line, text: str, *, final: bool = False) -> list[str]:
@@ -333,7 +338,7 @@ class Avatar:
                 self.pending.append(line)
             if kind == "key":
                 line.keys.append(kf)
-            else:
+            elif kind == "end":
                 line.ended = True
 
     def _feed_track(self) -> None:
@@ -357,7 +362,7 @@ class Avatar:
             else:  # an interrupt blend that reached rest
                 self.track = None
         if (self.current is None and self.pending
-                and (self.pending[0].keys or self.pending[0].ended)):
+                and (self.pending[0].keys or self.pending[0].ended or self.pending[0].speech is not None)):
             self.current = self.pending.popleft()  # from rest, or from mid-way through a blend
             self.track = Track(self.expr, self.interp)
         if self.track is not None:

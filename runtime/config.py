@@ -115,6 +115,13 @@ class ServeConfig:
     interrupt_blend: float = 0.15  # seconds from the interrupted face to rest
     max_turn: int = 2000  # characters of a line sent in chunks ("more": true), all chunks together
     chunk_timeout: float = 5.0  # seconds a chunked line waits for its next chunk; then it is abandoned
+    # audio in a say (inline base64 WAV, or announced and streamed as binary chunks): limits per line
+    audio_max_message: int = 4194304  # bytes of a say carrying inline (base64) WAV; others: max_message
+    audio_max_chunk: int = 262144  # bytes of one binary audio chunk
+    audio_max_bytes: int = 16777216  # bytes of audio of one line, inline or streamed
+    audio_max_seconds: float = 120.0  # seconds of audio of one line
+    audio_streams: int = 4  # audio streams one client may have open at once
+    audio_stream_timeout: float = 10.0  # seconds without a chunk before an open stream is ended
 
 
 @dataclass
@@ -128,6 +135,15 @@ class IdleConfig:
     gaze_degrees: float = 4.0  # typical size of a gaze shift
     drift_degrees: float = 1.5  # typical head drift (yaw; pitch and roll smaller)
     breaths_per_minute: float = 15.0
+
+
+@dataclass
+class AudioConfig:
+    max_seconds: float = 600.0  # a voice file (say/render --audio) longer than this is refused
+    max_bytes: int = 268435456  # ... and so is one bigger than this (256 MiB)
+    lookahead: float = 0.0  # streaming: seconds from a chunk's arrival to when it plays, if not told
+    beats: bool = True  # stressed syllables lift the brows and nod the head a little; blinks at phrase ends
+    beat_strength: float = 1.0  # scale of those gestures (1 = subtle)
 
 
 @dataclass
@@ -150,6 +166,7 @@ class Config:
     vtubestudio: VtubeStudioConfig = field(default_factory=VtubeStudioConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     idle: IdleConfig = field(default_factory=IdleConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
     avatars: list[AvatarConfig] = field(default_factory=list)  # serve: [] = one "default" avatar
     sinks: list[str] = field(default_factory=list)
     presets: dict[str, dict[str, float]] = field(default_factory=lambda: {
