@@ -79,7 +79,36 @@ class Viseme:
     after: float  # seconds: how long it lingers after the sound
 
 
+# Calibration toward real speech capture (S88-001 in ../shared/data/recordings; measured with
+# tools/eval_realism.py): a captured jaw does not swing shut at every consonant and wide open at
+# every vowel, and lips move less than the textbook visemes; at the table's raw values our mouths
+# moved 3-5x faster than real speech. Every sound's jaw opening is drawn toward JAW_CENTRE by
+# JAW_CONTRAST (MouthClose rises by what the jaw gained, so the lips still meet at p/b/m), other
+# secondary lip shapes are scaled by LIP_GAIN, and every sound but p/b/m is anticipated and carried over
+# SPREAD times longer. 1, 1, 1 (and any centre) give the table as written.
+JAW_CENTRE = 0.25
+JAW_CONTRAST = 0.25
+LIP_GAIN = 0.5
+SPREAD = 1.0
+_CRISP = 2.0  # alpha at or above which a sound keeps its own timing (p, b, m, f, rounded vowels)
+# secondary lip shapes; a sound's defining shape (pucker, funnel, the f/v lower lip) keeps its size
+_GAINED = ("MouthRollUpper", "MouthShrugLower",
+           "MouthShrugUpper", "MouthPress", "MouthLowerDown", "MouthUpperUp", "MouthStretch", "MouthSmile",
+           "TongueOut")
+
+
 def _v(alpha: float, before: float, after: float, **pose: float) -> Viseme:
+    if pose:  # a sound (silence keeps the rest pose)
+        jaw = pose.get("JawOpen", 0.0)
+        lifted = JAW_CENTRE + JAW_CONTRAST * (jaw - JAW_CENTRE)
+        pose["JawOpen"] = lifted
+        if "MouthClose" in pose:
+            pose["MouthClose"] += max(lifted - jaw, 0.0)
+        for name in _GAINED:
+            if name in pose:
+                pose[name] *= LIP_GAIN
+        if alpha < _CRISP and "MouthPucker" not in pose:  # rounding keeps its own timing too
+            before, after = before * SPREAD, after * SPREAD
     return Viseme(_pose(**pose), alpha, before, after)
 
 
