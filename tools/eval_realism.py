@@ -1,7 +1,7 @@
 """How real do our faces move? Generated takes against real Live Link Face capture.
 
     # takes to judge: the dev lines rendered as the CLI renders them (one CSV per line)
-    python tools/eval_realism.py --render out/realism/after [--render-args "--seed 0"]
+    python tools/eval_realism.py --render out/realism/after [--render-seed 0] [--render-args="--no-idle"]
     # judge them (and, optionally, an earlier set) against the recordings
     python tools/eval_realism.py --takes out/realism/after [--before out/realism/before] \
         [--json out.json] [--plot docs/realism.png]
@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -387,17 +386,20 @@ def prompts(paths: list[Path]) -> list[tuple[str, str]]:
     return out
 
 
-def render(folder: Path, extra: list[str], prompt_files: list[Path]) -> None:
-    """Render every prompt with ``runtime.cli render TEXT --talk`` into folder/<id>.csv."""
+def render(folder: Path, extra: list[str], prompt_files: list[Path], seed: int | None = None) -> None:
+    """Render every prompt with ``runtime.cli render TEXT --talk`` into folder/<id>.csv; with a seed,
+    take i gets ``--seed seed+i`` (repeatable, and not every take the same face)."""
+    from runtime import cli
+
     folder.mkdir(parents=True, exist_ok=True)
-    for pid, text in prompts(prompt_files):
+    for i, (pid, text) in enumerate(prompts(prompt_files)):
         out = folder / f"{pid}.csv"
         if out.exists():
             continue
-        cmd = [sys.executable, "-m", "runtime.cli", "render", text, "--talk", "-o", str(out), *extra]
-        r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-        if r.returncode:
-            print(f"{pid}: {r.stderr.strip()}", file=sys.stderr)
+        seeded = [] if seed is None else ["--seed", str(seed + i)]
+        # in this process: the CLI's own code path, without a Python start-up per take
+        if cli.main(["render", text, "--talk", "-o", str(out), *seeded, *extra]):
+            print(f"{pid}: render failed", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -405,14 +407,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--takes", type=Path, help="folder of generated CSV takes to judge")
     ap.add_argument("--before", type=Path, help="an earlier folder of takes, shown beside")
     ap.add_argument("--render", type=Path, help="render the prompts' takes into this folder first")
-    ap.add_argument("--render-args", default="", help="extra arguments for `render`, e.g. '--seed 0'")
+    ap.add_argument("--render-args", default="", help="extra arguments for `render`, e.g. '--no-idle'")
+    ap.add_argument("--render-seed", type=int, help="take i is rendered with --seed RENDER_SEED+i")
     ap.add_argument("--prompts", type=Path, action="append", help="prompt JSONL files (default: the dev sets)")
     ap.add_argument("--recordings", type=Path, default=RECORDINGS)
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--plot", help="draw ours vs real per statistic to this PNG")
     a = ap.parse_args(argv)
     if a.render:
-        render(a.render, shlex.split(a.render_args), a.prompts or PROMPTS)
+        render(a.render, shlex.split(a.render_args), a.prompts or PROMPTS, a.render_seed)
         a.takes = a.takes or a.render
     real = real_takes(a.recordings)
     if not real:

@@ -22,7 +22,8 @@ import numpy as np
 from runtime import channels
 from runtime.animate import capture
 
-LAG_MS = 40.0  # most a side may trail the other (time constant); real faces: one or two 30 Hz frames
+LAG_MS = 15.0  # most a side may trail the other (time constant; set with tools/eval_realism.py's
+# velocity mismatch: 40 ms made the sides disagree twice as much as in capture)
 
 
 class Asymmetry:

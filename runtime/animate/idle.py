@@ -128,7 +128,7 @@ class Idle:
     def __init__(self, *, seed: int | None = None, blinks: bool = True, saccades: bool = True,
                  breathing: bool = True, drift: bool = True, gaze_degrees: float = GAZE_DEGREES,
                  drift_degrees: float = 1.5, breaths_per_minute: float = 15.0, asymmetry: float = 1.0,
-                 tone: float = 1.0, micro: float = 1.0, coupling: float = 0.5, gaze_intent: bool = True,
+                 tone: float = 1.0, micro: float = 0.8, coupling: float = 0.4, gaze_intent: bool = True,
                  fps: float = 60.0) -> None:
         self.rng = np.random.default_rng(seed)
         # each life layer draws from its own seed, so switching one off leaves the others the same
@@ -258,7 +258,9 @@ class Idle:
             gap = np.clip(np.exp(r.normal(BLINK_INTERVAL_MU, BLINK_INTERVAL_SIGMA, _BATCH)),
                           BLINK_INTERVAL_MIN, BLINK_INTERVAL_MAX)
             gap = np.maximum(gap, close + opening + 0.1)  # blinks never overlap
-            start = self._b_on[-1] if len(self._b_on) else r.uniform(0.3, 2.0) - gap[0]
+            # the first blink falls anywhere in the first interval, as if the face had blinked
+            # before the take began (a first blink within 2 s made short takes blink too often)
+            start = self._b_on[-1] if len(self._b_on) else -r.uniform(0.0, 1.0) * gap[0]
             self._b_on = np.r_[self._b_on, start + np.cumsum(gap)]
             self._b_close = np.r_[self._b_close, close]
             self._b_open = np.r_[self._b_open, opening]

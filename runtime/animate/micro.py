@@ -24,8 +24,11 @@ SPACING = (1.0 / 30.0, 0.1, 0.4)  # seconds between knots: jitter, tremor, sway
 CORRECTION = np.array([1.6, 1.4, 1.2], dtype=np.float32)
 BLOCK = 256
 MIRROR = channels.MIRROR[:N]
-# each channel's left partner (itself when unpaired or left): a symmetric rig copies left to right
-_LEFT_OR_SELF = np.array([min(i, int(MIRROR[i])) for i in range(N)])
+_RIGHT = np.array([i for i in range(N) if MIRROR[i] < i])  # right channels of left/right pairs
+_RIGHT_PARTNER = MIRROR[_RIGHT]
+SIDES_SHARED = 0.85  # correlation of a pair's two sides (set with tools/eval_realism.py's velocity mismatch)
+# ... but each eye is tracked on its own: the two eyes' wander is independent (L/R gaze asymmetry)
+_RHO = np.array([0.0 if channels.NAMES[i].startswith("EyeLook") else SIDES_SHARED for i in _RIGHT])
 
 
 class Micro:
@@ -46,9 +49,12 @@ class Micro:
             if len(self._blocks) > 48:  # a long stream: forget old blocks
                 self._blocks.clear()
             rng = np.random.default_rng([self.key, band, b & 0x7FFFFFFF])
-            blk = (rng.standard_normal((BLOCK, N)) * self.amp[band]).astype(np.float32)
-            if self.symmetric:
-                blk = blk[:, _LEFT_OR_SELF]
+            z = rng.standard_normal((BLOCK, N))
+            # the two sides of a face wander mostly together: a right channel shares SIDES_SHARED
+            # of its left partner's noise (all of it on a symmetric rig)
+            rho = 1.0 if self.symmetric else _RHO
+            z[:, _RIGHT] = rho * z[:, _RIGHT_PARTNER] + np.sqrt(1.0 - rho * rho) * z[:, _RIGHT]
+            blk = (z * self.amp[band]).astype(np.float32)
             self._blocks[(band, b)] = blk
         return blk
 
