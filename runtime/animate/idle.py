@@ -65,7 +65,9 @@ _SMOOTH_10 = 0.196
 # measured from the EyeLook channels (tools/measure_saccades.py, see runtime.animate.gaze)
 SACCADE_INTERVAL_MU = gaze.SACCADE_INTERVAL_MU  # ln seconds between gaze shifts
 SACCADE_INTERVAL_SIGMA = gaze.SACCADE_INTERVAL_SIGMA
-SACCADE_RECENTRE = 0.35  # chance a shift goes back to the listener (the centre)
+SACCADE_RECENTRE = 0.15  # chance a shift goes back to the listener (the centre)
+SACCADE_KEEP = 0.8  # AR(1) of the targets: each keeps this much of the last ...
+SACCADE_STEP = math.sqrt(1.0 - SACCADE_KEEP ** 2)  # ... plus a step, so the spread stays the measured one
 GAZE_DEGREES = gaze.GAZE_SD_YAW  # spread of gaze targets in yaw; pitch a bit smaller
 PITCH_SHARE = gaze.GAZE_SD_PITCH / gaze.GAZE_SD_YAW
 
@@ -273,11 +275,19 @@ class Idle:
             gap = np.clip(np.exp(r.normal(SACCADE_INTERVAL_MU, SACCADE_INTERVAL_SIGMA, _BATCH)),
                           gaze.SACCADE_INTERVAL_MIN, gaze.SACCADE_INTERVAL_MAX)
             g = self.gaze_degrees
-            yaw = np.clip(r.normal(0, g, _BATCH), -2.5 * g, 2.5 * g)
-            pitch = np.clip(r.normal(0, PITCH_SHARE * g, _BATCH), -2.0 * g * PITCH_SHARE, 2.0 * g * PITCH_SHARE)
+            # targets wander (AR(1) with the measured spread), so most shifts are small, as in
+            # capture (median 0.11 EyeLook units), and now and then they go back to the listener
+            step_y = r.normal(0, g, _BATCH) * SACCADE_STEP
+            step_p = r.normal(0, PITCH_SHARE * g, _BATCH) * SACCADE_STEP
             home = r.random(_BATCH) < SACCADE_RECENTRE
-            yaw[home] *= 0.15
-            pitch[home] *= 0.15
+            yaw, pitch = np.empty(_BATCH), np.empty(_BATCH)
+            y0, p0 = float(self._s_yaw[-1]), float(self._s_pitch[-1])
+            for i in range(_BATCH):  # a batch of 64 events now and then, never per frame
+                keep = 0.15 if home[i] else SACCADE_KEEP
+                y0, p0 = keep * y0 + step_y[i], keep * p0 + step_p[i]
+                yaw[i], pitch[i] = y0, p0
+            yaw = np.clip(yaw, -2.5 * g, 2.5 * g)
+            pitch = np.clip(pitch, -2.0 * g * PITCH_SHARE, 2.0 * g * PITCH_SHARE)
             prev_yaw = np.r_[self._s_yaw[-1], yaw[:-1]]
             prev_pitch = np.r_[self._s_pitch[-1], pitch[:-1]]
             amplitude = np.hypot(yaw - prev_yaw, pitch - prev_pitch)

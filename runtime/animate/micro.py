@@ -27,8 +27,10 @@ MIRROR = channels.MIRROR[:N]
 _RIGHT = np.array([i for i in range(N) if MIRROR[i] < i])  # right channels of left/right pairs
 _RIGHT_PARTNER = MIRROR[_RIGHT]
 SIDES_SHARED = 0.85  # correlation of a pair's two sides (set with tools/eval_realism.py's velocity mismatch)
-# ... but each eye is tracked on its own: the two eyes' wander is independent (L/R gaze asymmetry)
-_RHO = np.array([0.0 if channels.NAMES[i].startswith("EyeLook") else SIDES_SHARED for i in _RIGHT])
+# ... but the eyes: they wander up and down together (capture: left - right pitch sd 0.003) and
+# sideways each on its own (yaw sd 0.025: the L/R gaze asymmetry; tools/measure_saccades.py)
+_RHO = np.array([0.0 if channels.NAMES[i].startswith(("EyeLookIn", "EyeLookOut"))
+                 else 0.98 if channels.NAMES[i].startswith("EyeLook") else SIDES_SHARED for i in _RIGHT])
 
 
 class Micro:
