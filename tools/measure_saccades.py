@@ -5,12 +5,14 @@ two eyes disagree.
 
 The recordings' eye rotation columns are zero, but the EyeLook channels carry the gaze: per eye,
 yaw = EyeLookOut - EyeLookIn for the left eye and EyeLookIn - EyeLookOut for the right (both > 0
-looking to the face's left), pitch = EyeLookUp - EyeLookDown; the gaze is the mean of the two eyes,
-in EyeLook units (the lookleft preset's 0.8 is about 27 degrees). Every take is resampled to 30 Hz
-in continuous runs (tools/eval_realism.py); a saccade is a run of frames whose gaze speed exceeds
-``--threshold`` units per frame, its amplitude the gaze displacement across it; jumps while the
-lids are closing are left out (a closing lid reads as a downward look). The numbers feed
-the defaults of :mod:`runtime.animate.gaze`. The posed range-of-motion takes are left out.
+looking to the face's left), pitch = EyeLookUp - EyeLookDown; the gaze is the mean of the two
+eyes, in EyeLook units (the lookleft preset's 0.8 is about 27 degrees). Vergence: how far both
+eyes turn in (half the median of left minus right yaw): the eyes converge on a face at talking
+distance. Every take is resampled to 30 Hz in continuous runs (tools/eval_realism.py); a saccade
+is a run of frames whose gaze speed exceeds ``--threshold`` units per frame, its amplitude the
+gaze displacement across it; jumps while the lids are closing are left out (a closing lid reads
+as a downward look). The numbers feed the defaults of :mod:`runtime.animate.gaze`. The posed
+range-of-motion takes are left out.
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ def measure(takes, threshold: float = 0.035) -> dict:
     events, intervals, per_person = [], [], {}
     seconds = 0.0
     pos, lr, fix_speed = [], [], []
+    verge: dict[str, list[float]] = {}
     for tk in takes:
         n = 0
         for run in tk.runs:
@@ -83,6 +86,7 @@ def measure(takes, threshold: float = 0.035) -> dict:
             intervals += np.diff([e["t"] for e in ev]).tolist()
             pos.append(g - np.median(g, axis=0))
             lr.append(diff - np.median(diff, axis=0))
+            verge.setdefault(tk.group, []).append(float(-0.5 * np.median(diff[:, 0])))
             v = np.hypot(*np.diff(g, axis=0).T)
             fix_speed.append(v[v <= threshold])
         per_person[tk.group] = per_person.get(tk.group, 0) + n
@@ -105,6 +109,8 @@ def measure(takes, threshold: float = 0.035) -> dict:
         "position_sd": {"yaw": round(float(P[:, 0].std()), 4), "pitch": round(float(P[:, 1].std()), 4)},
         "left_minus_right_sd": {"yaw": round(float(D[:, 0].std()), 4), "pitch": round(float(D[:, 1].std()), 4)},
         "fixation_speed_median": round(float(np.median(np.concatenate(fix_speed))), 5),
+        # both eyes turned in (EyeLookIn each, units), mean of the people's mean of runs' medians
+        "vergence": round(float(np.mean([np.mean(v) for v in verge.values()])), 4),
     }
 
 

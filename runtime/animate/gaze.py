@@ -5,7 +5,9 @@ Saccade numbers were measured from the recordings' EyeLook channels with
 lids close left out): 512 saccades, 60 a minute; interval median 0.37 s (p10 0.13, p90 2.0),
 log-normal mu -0.816, sigma 1.116 (ln s); amplitude median 0.11 EyeLook units (~4 degrees), p90
 0.41; two 30 Hz frames long; gaze position spread (sd) 0.20 units in yaw, 0.17 in pitch
-(~7 and ~4.5 degrees by the look presets' 0.8 = 27 / 21.6 degrees).
+(~7 and ~4.5 degrees by the look presets' 0.8 = 27 / 21.6 degrees); the two eyes disagree in
+yaw (left minus right sd 0.025) far more than in pitch (0.003), and converge: each turned in by
+0.034 units at rest.
 
 Intent, while a line is spoken (after studies of gaze in conversation: speakers look away as a
 thought begins, and back to the listener as it ends): the words are grouped into thoughts at
@@ -30,6 +32,8 @@ UNIT_YAW_DEG = 27.0 / 0.8  # degrees of eye yaw per EyeLook unit (the lookleft p
 UNIT_PITCH_DEG = 21.6 / 0.8
 GAZE_SD_YAW = 0.20 * UNIT_YAW_DEG  # degrees: 6.9
 GAZE_SD_PITCH = 0.17 * UNIT_PITCH_DEG  # degrees: 4.6
+
+VERGENCE = 0.034  # EyeLookIn of each eye at rest: the eyes converge on a face at talking distance
 
 PAUSE = 0.2  # s between words that ends a thought
 AWAY_CHANCE = 0.75  # a thought starts with the eyes leaving the listener

@@ -137,7 +137,9 @@ class Idle:
         sub = [int(x) for x in self.rng.integers(2 ** 31, size=3)]
         self.asym = Asymmetry(asymmetry, seed=sub[0], fps=fps)
         symmetric = not self.asym.on  # asymmetry 0: a symmetric rig, every layer mirror-symmetric
-        tone_v = capture.load()["tone"]
+        tone_v = capture.load()["tone"].copy()
+        if saccades:  # the eyes converge on the listener (measured, runtime.animate.gaze)
+            tone_v[[channels.INDEX["EyeLookInLeft"], channels.INDEX["EyeLookInRight"]]] += gaze.VERGENCE
         if symmetric:
             tone_v = 0.5 * (tone_v + tone_v[channels.MIRROR[:channels.SHAPES]])
         self.tone = (tone_v * np.float32(max(tone, 0.0))).astype(np.float32)
