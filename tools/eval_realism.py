@@ -301,6 +301,8 @@ def evaluate(ours: list[Take], real: list[Take]) -> dict:
            "takes": {"ours": len(ours), "real": len(real)}}
     if len(ours):
         res["auc"], _ = cv_auc(X, y, take_ix)
+        # how much the figure depends on which takes share a fold
+        res["auc_fold_seeds"] = [round(cv_auc(X, y, take_ix, seed=s)[0], 3) for s in range(1, 6)]
     # the floor: one real person against the other
     rm = y == 0
     yr = np.array([1 if groups[i] == "animavr" else 0 for i in take_ix[rm]])
@@ -334,6 +336,8 @@ def print_report(res: dict, before: dict | None = None) -> None:
         print(f"AUC ours vs real: before {before.get('auc', nan):.3f}, after {res.get('auc', nan):.3f}")
     elif "auc" in res:
         print(f"AUC ours vs real: {res['auc']:.3f}")
+    if "auc_fold_seeds" in res:
+        print(f"  (other fold assignments: {', '.join(f'{a:.3f}' for a in res['auc_fold_seeds'])})")
     print(f"AUC one real person vs the other (floor): {res['auc_person_vs_person']:.3f}")
     b = {r["key"]: r for r in give_aways(before)} if before is not None else {}
     head = f"{'statistic':44} {'#':>2} {'alexdjulin':>10} {'animavr':>9} {'real':>9}"
