@@ -19,7 +19,7 @@ channel, so raw (alexdjulin) and calibrated (animavr) exports both count from th
   was tried first: it learnt spurious links, EyeWide from MouthPress, that no face shows.)
 * **tone** (52): the resting face, mean of the two people's mean per-take rest.
 * **micro** (3 x 52): standard deviation per channel of three bands of the motion in quiet
-  windows (the calmer half of 2-second windows): jitter (x minus its 3-frame mean), tremor (3- vs
+  windows (the calmer half of 2-second windows, without a blink in them): jitter (x minus its 3-frame mean), tremor (3- vs
   12-frame means), sway (12- vs 48-frame means), median over windows, mean of the two people.
 * **gain_sigma**: spread of ln(std left / std right) over channel pairs that move in a take: how
   unequal the two sides of a real face move.
@@ -63,12 +63,14 @@ def measure(takes, min_r: float = 0.5) -> dict:
             devs.setdefault(tk.group, []).append(run - rest)
             bands = [run - _movavg(run, 3), _movavg(run, 3) - _movavg(run, 12), _movavg(run, 12) - _movavg(run, 48)]
             w = 60
-            speeds, stds = [], []
+            speeds, stds, blinked = [], [], []
+            lid = 0.5 * (run[:, C.INDEX["EyeBlinkLeft"]] + run[:, C.INDEX["EyeBlinkRight"]])
             for a in range(0, len(run) - w + 1, 30):
                 speeds.append(np.abs(np.diff(run[a:a + w], axis=0)).mean())
                 stds.append([b[a:a + w].std(axis=0) for b in bands])
+                blinked.append(np.ptp(lid[a:a + w]) > 0.2)  # a blink is not the wander of a hold
             if speeds:
-                quiet = np.asarray(speeds) <= np.median(speeds)
+                quiet = (np.asarray(speeds) <= np.median(speeds)) & ~np.asarray(blinked)
                 micro.setdefault(tk.group, []).extend(np.asarray(stds)[quiet])
         x = np.concatenate(tk.runs)
         for a, b in C.PAIRS:
