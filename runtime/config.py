@@ -120,8 +120,8 @@ class IdleConfig:
     breaths_per_minute: float = 15.0
     gaze_intent: bool = True  # while talking: look away as a thought starts, back at the listener as it ends
     asymmetry: float = 1.0  # left/right gain and timing differences: 1 = as measured, 0 = a symmetric rig
-    tone: float = 1.0  # the resting tone of a real face (EyeSquint ~0.09...): 0 = rest is all zeros
-    micro: float = 0.8  # micro-motion of holds (1 = the measured size): 0 = frame-perfect stillness
+    tone: float = 1.0  # the resting tone of a real face (EyeSquint ~0.14...): 0 = rest is all zeros
+    micro: float = 0.7  # micro-motion of holds (1 = the measured size): 0 = frame-perfect stillness
     coupling: float = 0.4  # neighbour channels brought along as in capture (cheek squint -> nose, ...): 0 = off
 
 

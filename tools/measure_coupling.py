@@ -17,10 +17,13 @@ channel, so raw (alexdjulin) and calibrated (animavr) exports both count from th
   JawOpen, MouthClose, EyeBlink and EyeLook are never targets (the speech, blink and gaze layers
   own them, and the lips must still meet at p/b/m). (A ridge regression on all channels at once
   was tried first: it learnt spurious links, EyeWide from MouthPress, that no face shows.)
-* **tone** (52): the resting face, mean of the two people's mean per-take rest.
+* **tone** (52): the resting face, each take's 15th percentile per channel, mean of the two
+  people's means (with it as many channels sit above 0.1 as in capture; the 5th percentile left
+  a third too few).
 * **micro** (3 x 52): standard deviation per channel of three bands of the motion in quiet
-  windows (the calmer half of 2-second windows, without a blink in them): jitter (x minus its 3-frame mean), tremor (3- vs
-  12-frame means), sway (12- vs 48-frame means), median over windows, mean of the two people.
+  windows (the calmer half of 2-second windows, without a blink in them): jitter (x minus its
+  3-frame mean), tremor (3- vs 12-frame means), sway (12- vs 48-frame means), median over
+  windows, mean of the two people.
 * **gain_sigma**: spread of ln(std left / std right) over channel pairs that move in a take: how
   unequal the two sides of a real face move.
 """
@@ -43,6 +46,7 @@ from eval_realism import GAZE, RECORDINGS, N, real_takes  # noqa: E402
 from runtime import channels as C  # noqa: E402
 
 OUT = ROOT / "runtime" / "animate" / "capture.npz"
+TONE_PERCENTILE = 15  # a channel's resting value: above the tracker's dips, below any expression
 NOT_TARGETS = {C.INDEX["JawOpen"], C.INDEX["MouthClose"], C.INDEX["EyeBlinkLeft"], C.INDEX["EyeBlinkRight"],
                *GAZE.tolist()}
 
@@ -58,7 +62,7 @@ def measure(takes, min_r: float = 0.5) -> dict:
     logratio = []
     for tk in takes:
         rest = np.percentile(np.concatenate(tk.runs), 5, axis=0)
-        tones.setdefault(tk.group, []).append(rest)
+        tones.setdefault(tk.group, []).append(np.percentile(np.concatenate(tk.runs), TONE_PERCENTILE, axis=0))
         for run in tk.runs:
             devs.setdefault(tk.group, []).append(run - rest)
             bands = [run - _movavg(run, 3), _movavg(run, 3) - _movavg(run, 12), _movavg(run, 12) - _movavg(run, 48)]

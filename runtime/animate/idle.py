@@ -130,7 +130,7 @@ class Idle:
     def __init__(self, *, seed: int | None = None, blinks: bool = True, saccades: bool = True,
                  breathing: bool = True, drift: bool = True, gaze_degrees: float = GAZE_DEGREES,
                  drift_degrees: float = 1.5, breaths_per_minute: float = 15.0, asymmetry: float = 1.0,
-                 tone: float = 1.0, micro: float = 0.8, coupling: float = 0.4, gaze_intent: bool = True,
+                 tone: float = 1.0, micro: float = 0.7, coupling: float = 0.4, gaze_intent: bool = True,
                  fps: float = 60.0) -> None:
         self.rng = np.random.default_rng(seed)
         # each life layer draws from its own seed, so switching one off leaves the others the same
