@@ -23,7 +23,8 @@ tracked face, 15.9 per minute; the range-of-motion takes are posed, so left out)
 * closing (10 % -> peak) median 89 ms, opening (peak -> 10 %) median 117 ms, whole blink median
   207 ms (p10 162 ms, p90 358 ms): lids close faster than they open;
 * depth: median 0.59 in the tracker's units. A 30 Hz tracker misses the fully closed instant and
-  ARKit under-reads closed lids, so a rendered blink closes fully (0.9-1.0) instead.
+  ARKit under-reads closed lids; a rendered blink goes deeper (0.7-0.95: deep enough to close a
+  rig's eyes, and with 0.9-1.0 the lids moved 40 % faster than captured ones, tools/eval_realism.py).
 
 Saccades were measured from the recordings' EyeLook channels (their rotation columns are zero)
 with ``python tools/measure_saccades.py``: numbers and the gaze's intent while talking are in
@@ -58,6 +59,7 @@ BLINK_INTERVAL_MIN = 0.75  # the shortest measured interval was 0.77 s
 BLINK_INTERVAL_MAX = 12.0
 BLINK_CLOSE = 0.089  # s, 10 % -> peak
 BLINK_OPEN = 0.117  # s, peak -> 10 %
+BLINK_DEPTH = (0.7, 0.95)  # uniform range of a blink's depth (see the module docstring)
 BLINK_JITTER = 0.25  # sigma of ln(duration) around those medians (p10/p90 spread of the takes)
 # a smoothstep spends 20 % of its time below 10 %: stretch so the 10 %..peak part matches
 _SMOOTH_10 = 0.196
@@ -268,7 +270,7 @@ class Idle:
             self._b_on = np.r_[self._b_on, start + np.cumsum(gap)]
             self._b_close = np.r_[self._b_close, close]
             self._b_open = np.r_[self._b_open, opening]
-            self._b_depth = np.r_[self._b_depth, r.uniform(0.9, 1.0, _BATCH)]
+            self._b_depth = np.r_[self._b_depth, r.uniform(*BLINK_DEPTH, _BATCH)]
         self._b_list = [x.tolist() for x in (self._b_on, self._b_close, self._b_open, self._b_depth)]
 
     def _extend_saccades(self, until: float) -> None:
