@@ -135,8 +135,11 @@ class Idle:
                  tone: float = 1.0, micro: float = 0.7, coupling: float = 0.4, gaze_intent: bool = True,
                  fps: float = 60.0) -> None:
         self.rng = np.random.default_rng(seed)
-        # each life layer draws from its own seed, so switching one off leaves the others the same
-        sub = [int(x) for x in self.rng.integers(2 ** 31, size=3)]
+        # each life layer draws from its own seed, so switching one off leaves the others the same;
+        # drawn off a stream of their own, so a seed still gives the blinks, saccades and drift
+        # it gave before these layers existed
+        life = np.random.default_rng(None if seed is None else [seed, 0x11FE])
+        sub = [int(x) for x in life.integers(2 ** 31, size=3)]
         self.asym = Asymmetry(asymmetry, seed=sub[0], fps=fps)
         symmetric = not self.asym.on  # asymmetry 0: a symmetric rig, every layer mirror-symmetric
         tone_v = capture.load()["tone"].copy()
