@@ -92,12 +92,12 @@ def test_micro_motion_is_small_never_still_and_steppable():
 
 def test_gaze_leaves_the_listener_as_a_thought_starts_and_returns_at_its_end():
     plan = speech.SpeechPlan.from_text("I was thinking. Maybe we could go tomorrow, after lunch.")
-    ev = gaze.intents(plan.words, np.random.default_rng(0))
-    assert len(ev) >= 2
-    ends = ev[ev[:, 4] == gaze.FOCUS]
-    assert len(ends) == len(gaze.thoughts(plan.words))
+    assert len(gaze.intents(plan.words, np.random.default_rng(0))) >= 2
     face = Idle(seed=0, blinks=False, drift=False, breathing=False)
     face.plan_speech(0.0, plan)
+    ev = face._intents  # the events this face drew for the line
+    ends = ev[ev[:, 4] == gaze.FOCUS]
+    assert len(ends) == len(gaze.thoughts(plan.words))
     t = np.arange(0, plan.duration + 1.5, 1 / FPS)
     sig = face.signals(t)
     yaw = sig[:, 1] - sig[:, 2]
