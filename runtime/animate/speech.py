@@ -91,7 +91,7 @@ class Viseme:
 # SHAPE_GAIN, SPREAD = 1 and UNSTRESSED_JAW = UNSTRESSED give the table as written.
 JAW_CENTRE = 0.25
 JAW_CONTRAST = 0.25
-LIP_GAIN = 0.35
+LIP_GAIN = 0.25
 SPREAD = 1.0
 SHAPE_GAIN = 1.0
 UNSTRESSED_JAW = 0.8  # was UNSTRESSED (0.6): a jaw swing at every schwa
