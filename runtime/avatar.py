@@ -373,6 +373,8 @@ class Avatar:
             if line is not None:
                 if not line.first_frame_at:
                     line.first_frame_at = time.perf_counter()
+                    if self.idle_layer is not None:  # the eyes follow the line's thoughts
+                        self.idle_layer.plan_speech(t, line.speech)
                 else:
                     line.t += self.dt
                 if line.speech is not None:  # jaw and lips from the words, the rest from the track

@@ -181,7 +181,7 @@ def cmd_say(args: argparse.Namespace) -> int:
     a = cfg.animation
     avatar = Avatar("default", backend, lang, fanout, fps=a.fps, attack=a.attack,
                     release=a.release, interpolator=assemble.interpolator(cfg),
-                    timeout=cfg.model.timeout)
+                    timeout=cfg.model.timeout, idle=_idle(cfg, args))
     day0 = _seconds_of_day()
     tail = int(a.fps * 0.25)  # a few rest frames after the line so receivers settle
     state = {"after": -1}
@@ -270,6 +270,10 @@ def cmd_render(args: argparse.Namespace) -> int:
     frames = track.render(a.fps)
     if plan is not None:  # jaw and lips from the words, the rest from the expression
         frames = plan.apply(frames, a.fps)
+    idle = _idle(cfg, args)
+    if idle is not None:  # blinks, gaze, breath and drift over the whole take, as `say` and `serve`
+        idle.plan_speech(0.0, plan)
+        frames = idle.compose(frames, idle.times(len(frames), a.fps))
     try:
         write_take(args.output, frames, a.fps)
     except OSError as e:
@@ -431,6 +435,21 @@ def _speech(args: argparse.Namespace, req: LineRequest):
         raise UserError(f"speech: {e}") from None
 
 
+def _idle(cfg: config_mod.Config, args: argparse.Namespace):
+    """The idle layer for say/render: None with --no-idle (or [idle] enabled = false)."""
+    if getattr(args, "no_idle", False) or not cfg.idle.enabled:
+        return None
+    from runtime.animate.idle import Idle
+
+    seed = cfg.idle.seed if getattr(args, "seed", None) is None else args.seed
+    return Idle.from_config(cfg.idle, seed=None if seed < 0 else seed, fps=cfg.animation.fps)
+
+
+def _idle_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-idle", action="store_true", help="no blinks, gaze, breathing, drift or micro-motion")
+    p.add_argument("--seed", type=int, help="seed of the idle motion, for repeatable takes (overrides [idle] seed)")
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="config.toml (defaults if omitted)")
     p.add_argument("--model", help="model name or .gguf path (overrides config)")
@@ -458,6 +477,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--sink", action="append", help="sink URL, repeatable: livelink://HOST:11111, vmc://HOST:39539, "
                    "vts://localhost:8001, vrchat://127.0.0.1:9000, osc://HOST:PORT, ws://HOST:PORT, csv:PATH")
     p.add_argument("--fps", type=float, help="frame rate (overrides config)")
+    _idle_args(p)
     p.set_defaults(func=cmd_say)
     p = sub.add_parser("render", help="write a Live Link Face CSV take as fast as possible")
     _line_args(p, audio=True)
@@ -465,6 +485,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="take.csv")
     p.add_argument("--plot", help="also draw the keyframes and curves to this PNG")
     p.add_argument("--fps", type=float, help="frame rate (overrides config)")
+    _idle_args(p)
     p.set_defaults(func=cmd_render)
     p = sub.add_parser("serve", help="serve the control API (WebSocket /ws) and the overlay page (GET /)")
     p.add_argument("--host", help="address to listen on (default 127.0.0.1; others need --token)")

@@ -132,9 +132,14 @@ class IdleConfig:
     breathing: bool = True
     drift: bool = True
     seed: int = -1  # -1: a different face each run; >= 0: the same idle motion every run
-    gaze_degrees: float = 4.0  # typical size of a gaze shift
+    gaze_degrees: float = 6.9  # spread of gaze targets (yaw; pitch 2/3 of it), measured from capture
     drift_degrees: float = 1.5  # typical head drift (yaw; pitch and roll smaller)
     breaths_per_minute: float = 15.0
+    gaze_intent: bool = True  # while talking: look away as a thought starts, back at the listener as it ends
+    asymmetry: float = 1.0  # left/right gain and timing differences: 1 = as measured, 0 = a symmetric rig
+    tone: float = 1.0  # the resting tone of a real face (EyeSquint ~0.14...): 0 = rest is all zeros
+    micro: float = 0.7  # micro-motion of holds (1 = the measured size): 0 = frame-perfect stillness
+    coupling: float = 0.4  # neighbour channels brought along as in capture (cheek squint -> nose, ...): 0 = off
 
 
 @dataclass

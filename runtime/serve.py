@@ -295,9 +295,7 @@ class Server:
         if not c.enabled:
             return None
         seed = None if c.seed < 0 else c.seed + i  # avatars of one seed still blink apart
-        return Idle(seed=seed, blinks=c.blinks, saccades=c.saccades, breathing=c.breathing,
-                    drift=c.drift, gaze_degrees=c.gaze_degrees, drift_degrees=c.drift_degrees,
-                    breaths_per_minute=c.breaths_per_minute)
+        return Idle.from_config(c, seed=seed, fps=self.cfg.animation.fps)
 
     def start(self) -> Server:
         cfg, a = self.cfg, self.cfg.animation

@@ -80,7 +80,44 @@ class Viseme:
     after: float  # seconds: how long it lingers after the sound
 
 
+# Calibration toward real speech capture (S88-001 in ../shared/data/recordings; measured with
+# tools/eval_realism.py): a captured jaw does not swing shut at every consonant and wide open at
+# every vowel, and lips move less than the textbook visemes; at the table's raw values our mouths
+# moved 3-5x faster than real speech. Every sound's jaw opening is drawn toward JAW_CENTRE by
+# JAW_CONTRAST (MouthClose rises by what the jaw gained, so the lips still meet at p/b/m), the
+# secondary lip shapes are scaled by LIP_GAIN (the defining ones, pucker and the f/v lip, by
+# SHAPE_GAIN: smaller, and the rule checks of tools/eval_speech.py fail), an unstressed vowel opens
+# the jaw UNSTRESSED_JAW as far as a stressed one, and every sound softer than _CRISP (not p/b/m,
+# f/v, rounding) is anticipated and carried over SPREAD times longer. JAW_CONTRAST, LIP_GAIN,
+# SHAPE_GAIN, SPREAD = 1 and UNSTRESSED_JAW = UNSTRESSED give the table as written.
+JAW_CENTRE = 0.25
+JAW_CONTRAST = 0.25
+LIP_GAIN = 0.25
+SPREAD = 1.0
+SHAPE_GAIN = 1.0
+UNSTRESSED_JAW = 0.8  # was UNSTRESSED (0.6): a jaw swing at every schwa
+_DEFINING = ("MouthPucker", "MouthRollLower")
+_CRISP = 2.0  # alpha at or above which a sound keeps its own timing (p, b, m, f, rounded vowels)
+_GAINED = ("MouthFunnel", "MouthRollUpper", "MouthShrugLower",
+           "MouthShrugUpper", "MouthPress", "MouthLowerDown", "MouthUpperUp", "MouthStretch", "MouthSmile",
+           "TongueOut")
+
+
 def _v(alpha: float, before: float, after: float, **pose: float) -> Viseme:
+    if pose:  # a sound (silence keeps the rest pose)
+        jaw = pose.get("JawOpen", 0.0)
+        lifted = JAW_CENTRE + JAW_CONTRAST * (jaw - JAW_CENTRE)
+        pose["JawOpen"] = lifted
+        if "MouthClose" in pose:
+            pose["MouthClose"] += max(lifted - jaw, 0.0)
+        for name in _GAINED:
+            if name in pose:
+                pose[name] *= LIP_GAIN
+        for name in _DEFINING:
+            if name in pose:
+                pose[name] *= SHAPE_GAIN
+        if alpha < _CRISP and "MouthPucker" not in pose:  # rounding keeps its own timing too
+            before, after = before * SPREAD, after * SPREAD
     return Viseme(_pose(**pose), alpha, before, after)
 
 
@@ -383,7 +420,7 @@ class SpeechPlan:
             if k and p.start > phones[k - 1].end:
                 add(phones[k - 1].end, p.start, sil)  # a pause between words
             base, stress = ph.split(p.phoneme)
-            j = (UNSTRESSED if stress == 0 else 1.0) * p.gain
+            j = (UNSTRESSED_JAW if stress == 0 else 1.0) * p.gain
             a = p.start
             for name, frac in PHONEME_VISEMES.get(base, (("NN", 1.0),)):
                 b = a + frac * (p.end - p.start)
