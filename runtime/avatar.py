@@ -167,6 +167,11 @@ class Avatar:
         self.lines.put_nowait(line)
         if chunked:
             self.feed(line, text)
+        if speech is not None:  # the mouth follows the voice from now, not from the model's first key
+            try:
+                self.handoff.put_nowait(("open", line, None))
+            except queue.Full:  # then it starts with its first key, as an unspoken line does
+                pass
         return line
 
     def feed(self, line: Line, text: str, *, final: bool = False) -> list[str]:
@@ -339,7 +344,7 @@ class Avatar:
                 self.pending.append(line)
             if kind == "key":
                 line.keys.append(kf)
-            else:
+            elif kind == "end":
                 line.ended = True
 
     def _feed_track(self) -> None:
@@ -363,7 +368,7 @@ class Avatar:
             else:  # an interrupt blend that reached rest
                 self.track = None
         if (self.current is None and self.pending
-                and (self.pending[0].keys or self.pending[0].ended)):
+                and (self.pending[0].keys or self.pending[0].ended or self.pending[0].speech is not None)):
             self.current = self.pending.popleft()  # from rest, or from mid-way through a blend
             self.track = Track(self.expr, self.interp)
         if self.track is not None:
@@ -374,6 +379,8 @@ class Avatar:
             if line is not None:
                 if not line.first_frame_at:
                     line.first_frame_at = time.perf_counter()
+                    if self.idle_layer is not None:  # the eyes follow the line's thoughts
+                        self.idle_layer.plan_speech(t, line.speech)
                 else:
                     line.t += self.dt
                 if line.speech is not None:  # jaw and lips from the words, the rest from the track

@@ -44,7 +44,7 @@ def _setup_logging(verbose: bool) -> logging.handlers.QueueListener:
 
 def _request(args: argparse.Namespace, *, text_needed: bool = True) -> LineRequest:
     text = " ".join(args.text).strip()
-    if not text and text_needed:
+    if not text and text_needed and not getattr(args, "audio", None):
         raise UserError("the line of text is empty")
     return LineRequest(text=text, context=args.context or "", emotion=args.emotion or "",
                        heard=_heard(args))
@@ -58,6 +58,13 @@ def _heard(args: argparse.Namespace) -> str:
         return protocol.validate_text({"heard": args.heard or ""}, "heard", protocol.Limits().max_heard).strip()
     except protocol.ProtocolError as e:
         raise UserError(f"--{e.message}") from None
+
+
+class _Silent:
+    """A backend that writes no keyframes: audio without text moves the mouth over the rest pose."""
+
+    def stream(self, req, cancel=None):
+        return iter(())
 
 
 def _config(args: argparse.Namespace) -> config_mod.Config:
@@ -148,11 +155,12 @@ def cmd_say(args: argparse.Namespace) -> int:
     from runtime.sinks import SinkError
     from runtime.sinks.fanout import Fanout
 
-    if args.stdin and (args.text or args.talk or args.words or args.duration or args.speak is not None):
+    if args.stdin and (args.text or args.talk or args.words or args.duration or args.speak is not None
+                       or args.audio):
         raise UserError("--stdin reads the line from standard input: no text, and no speech options with it")
     req = _request(args, text_needed=not args.stdin)
-    plan, wav = (None, None) if args.stdin else _spoken(args, req)
     cfg = _config(args)
+    plan, wav = (None, None) if args.stdin else _spoken(args, req, cfg)
     if not args.sink and not cfg.sinks:
         raise UserError("no sink: add --sink livelink://127.0.0.1:11111 (or csv:take.csv)")
     try:
@@ -160,7 +168,10 @@ def cmd_say(args: argparse.Namespace) -> int:
     except SinkError as e:
         raise UserError(str(e)) from None
     try:
-        lang, backend = _backend(cfg, realtime=True)
+        if req.text or args.stdin:
+            lang, backend = _backend(cfg, realtime=True)
+        else:  # audio alone: no expression to generate
+            lang, backend = assemble.language(cfg), _Silent()
     except UserError:
         for s in sinks:
             s.close()
@@ -170,7 +181,7 @@ def cmd_say(args: argparse.Namespace) -> int:
     a = cfg.animation
     avatar = Avatar("default", backend, lang, fanout, fps=a.fps, attack=a.attack,
                     release=a.release, interpolator=assemble.interpolator(cfg),
-                    timeout=cfg.model.timeout)
+                    timeout=cfg.model.timeout, idle=_idle(cfg, args))
     day0 = _seconds_of_day()
     tail = int(a.fps * 0.25)  # a few rest frames after the line so receivers settle
     state = {"after": -1}
@@ -241,8 +252,14 @@ def cmd_render(args: argparse.Namespace) -> int:
     from runtime.sinks.csv import write_take
 
     req = _request(args)
-    plan = _speech(args, req)
-    cfg, lang, backend = _load(args)
+    cfg = _config(args)
+    plan = _audio_plan(args, req, cfg) if args.audio else _speech(args, req)
+    if req.text:
+        lang, backend = _backend(cfg)
+    else:  # audio alone: the mouth over the rest pose
+        from runtime.assemble import language
+
+        lang, backend = language(cfg), _Silent()
     a = cfg.animation
     keys = list(stream_keyframes(backend, KeyframeParser(lang), req))
     track = Track(lang.rest, assemble.interpolator(cfg))
@@ -253,6 +270,10 @@ def cmd_render(args: argparse.Namespace) -> int:
     frames = track.render(a.fps)
     if plan is not None:  # jaw and lips from the words, the rest from the expression
         frames = plan.apply(frames, a.fps)
+    idle = _idle(cfg, args)
+    if idle is not None:  # blinks, gaze, breath and drift over the whole take, as `say` and `serve`
+        idle.plan_speech(0.0, plan)
+        frames = idle.compose(frames, idle.times(len(frames), a.fps))
     try:
         write_take(args.output, frames, a.fps)
     except OSError as e:
@@ -261,7 +282,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     if args.plot:
         from runtime.plot import plot_take
 
-        plot_take(frames, a.fps, [(a.attack + k.t, k) for k in keys], args.plot, title=req.text)
+        plot_take(frames, a.fps, [(a.attack + k.t, k) for k in keys], args.plot, title=req.text or args.audio)
         print(f"wrote {args.plot}", file=sys.stderr)
     return 0
 
@@ -329,8 +350,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _line_args(p: argparse.ArgumentParser, text: str = "+") -> None:
-    p.add_argument("text", nargs=text, help="the line: dialogue, stage direction")
+def _line_args(p: argparse.ArgumentParser, text: str = "+", audio: bool = False) -> None:
+    if audio:
+        p.add_argument("text", nargs="*", help="the line: dialogue, stage direction (optional with --audio: "
+                       "without it the mouth moves over the rest pose)")
+    else:
+        p.add_argument("text", nargs=text, help="the line: dialogue, stage direction")
     p.add_argument("--context", help="the scene or situation")
     p.add_argument("--emotion", help="an emotion hint, e.g. 'nervous'")
     p.add_argument("--heard", help="what was just said to the character (\"Okay.\" after \"I'm pregnant\")")
@@ -343,6 +368,8 @@ def _speech_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--words", help="word timings JSON from a TTS engine: [{word, start, end}, ...]")
     g.add_argument("--duration", type=float, help="seconds of speech audio, when there are no word timings")
     g.add_argument("--speech-start", type=float, default=0.0, help="seconds into the line where the audio starts")
+    g.add_argument("--audio", metavar="WAV", help="the line's voice: the mouth follows it (phones aligned to "
+                   "TEXT when given, recognised when not; loudness opens the jaw)")
 
 
 def voice_play(path: str) -> None:
@@ -352,8 +379,34 @@ def voice_play(path: str) -> None:
         log.warning("no audio player found (aplay, paplay, pw-play); the voice is in %s", path)
 
 
-def _spoken(args: argparse.Namespace, req: LineRequest):
-    """``say``: the speech plan and, with --speak, the WAV file of the voice."""
+def _audio_plan(args: argparse.Namespace, req: LineRequest, cfg: config_mod.Config):
+    """``--audio FILE.wav``: the mouth from the voice; bad audio -> a warning and no mouth (the
+    line goes on) when there is text, an error when the audio was all there was."""
+    from runtime import audio
+
+    try:
+        a = audio.analyse_wav(args.audio, req.text or None, max_bytes=cfg.audio.max_bytes,
+                              max_seconds=cfg.audio.max_seconds)
+    except audio.AudioError as e:
+        if not req.text:
+            raise UserError(f"--audio: {e}") from None
+        print(f"keyframeface: --audio: {e}; the line goes on without a mouth", file=sys.stderr)
+        return None
+    if a.error:
+        log.warning("--audio: %s; the mouth follows phones recognised without the text", a.error)
+    log.info("--audio: %.2f s, %d phones (%s)", a.duration, len(a.phones), a.method)
+    return a.plan(start=args.speech_start, beats=cfg.audio.beats, strength=cfg.audio.beat_strength)
+
+
+def _spoken(args: argparse.Namespace, req: LineRequest, cfg: config_mod.Config):
+    """``say``: the speech plan and, with --speak or --audio --play, the WAV file to play."""
+    if args.audio:
+        if args.speak is not None:
+            raise UserError("--audio and --speak both give the voice: use one")
+        plan = _audio_plan(args, req, cfg)
+        return plan, (args.audio if args.play else None)
+    if args.play:
+        raise UserError("--play plays the --audio file: give one")
     if args.speak is None:
         return _speech(args, req), None
     import tempfile
@@ -384,6 +437,21 @@ def _speech(args: argparse.Namespace, req: LineRequest):
         raise UserError(f"speech: {e}") from None
 
 
+def _idle(cfg: config_mod.Config, args: argparse.Namespace):
+    """The idle layer for say/render: None with --no-idle (or [idle] enabled = false)."""
+    if getattr(args, "no_idle", False) or not cfg.idle.enabled:
+        return None
+    from runtime.animate.idle import Idle
+
+    seed = cfg.idle.seed if getattr(args, "seed", None) is None else args.seed
+    return Idle.from_config(cfg.idle, seed=None if seed < 0 else seed, fps=cfg.animation.fps)
+
+
+def _idle_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-idle", action="store_true", help="no blinks, gaze, breathing, drift or micro-motion")
+    p.add_argument("--seed", type=int, help="seed of the idle motion, for repeatable takes (overrides [idle] seed)")
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="config.toml (defaults if omitted)")
     p.add_argument("--model", help="model name or .gguf path (overrides config)")
@@ -401,22 +469,25 @@ def parser() -> argparse.ArgumentParser:
                    "({\"id\", \"text\", \"context\", \"emotion\", \"heard\"}; '-' = stdin), JSON lines out")
     p.set_defaults(func=cmd_keyframes)
     p = sub.add_parser("say", help="stream a line in real time to sinks, then exit")
-    _line_args(p, text="*")
+    _line_args(p, audio=True)
     p.add_argument("--stdin", action="store_true", help="read the line from standard input as it arrives (a "
                    "chat model's reply): each sentence starts once complete; end of input ends the line")
     _speech_args(p)
+    p.add_argument("--play", action="store_true", help="play the --audio file on this machine, mouth in sync")
     p.add_argument("--speak", nargs="?", const="", metavar="WAV",
                    help="speak the line with espeak-ng (to the audio device, and to WAV if given), mouth aligned")
     p.add_argument("--sink", action="append", help="sink URL, repeatable: livelink://HOST:11111, vmc://HOST:39539, "
                    "vts://localhost:8001, vrchat://127.0.0.1:9000, osc://HOST:PORT, ws://HOST:PORT, csv:PATH")
     p.add_argument("--fps", type=float, help="frame rate (overrides config)")
+    _idle_args(p)
     p.set_defaults(func=cmd_say)
     p = sub.add_parser("render", help="write a Live Link Face CSV take as fast as possible")
-    _line_args(p)
+    _line_args(p, audio=True)
     _speech_args(p)
     p.add_argument("-o", "--output", required=True, help="take.csv")
     p.add_argument("--plot", help="also draw the keyframes and curves to this PNG")
     p.add_argument("--fps", type=float, help="frame rate (overrides config)")
+    _idle_args(p)
     p.set_defaults(func=cmd_render)
     p = sub.add_parser("serve", help="serve the control API (WebSocket /ws) and the overlay page (GET /)")
     p.add_argument("--host", help="address to listen on (default 127.0.0.1; others need --token)")

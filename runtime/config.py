@@ -118,6 +118,13 @@ class ServeConfig:
     interrupt_blend: float = 0.15  # seconds from the interrupted face to rest
     max_turn: int = 2000  # characters of a line sent in chunks ("more": true), all chunks together
     chunk_timeout: float = 5.0  # seconds a chunked line waits for its next chunk; then it is abandoned
+    # audio in a say (inline base64 WAV, or announced and streamed as binary chunks): limits per line
+    audio_max_message: int = 4194304  # bytes of a say carrying inline (base64) WAV; others: max_message
+    audio_max_chunk: int = 262144  # bytes of one binary audio chunk
+    audio_max_bytes: int = 16777216  # bytes of audio of one line, inline or streamed
+    audio_max_seconds: float = 120.0  # seconds of audio of one line
+    audio_streams: int = 4  # audio streams one client may have open at once
+    audio_stream_timeout: float = 10.0  # seconds without a chunk before an open stream is ended
 
 
 @dataclass
@@ -128,9 +135,23 @@ class IdleConfig:
     breathing: bool = True
     drift: bool = True
     seed: int = -1  # -1: a different face each run; >= 0: the same idle motion every run
-    gaze_degrees: float = 4.0  # typical size of a gaze shift
+    gaze_degrees: float = 6.9  # spread of gaze targets (yaw; pitch 2/3 of it), measured from capture
     drift_degrees: float = 1.5  # typical head drift (yaw; pitch and roll smaller)
     breaths_per_minute: float = 15.0
+    gaze_intent: bool = True  # while talking: look away as a thought starts, back at the listener as it ends
+    asymmetry: float = 1.0  # left/right gain and timing differences: 1 = as measured, 0 = a symmetric rig
+    tone: float = 1.0  # the resting tone of a real face (EyeSquint ~0.14...): 0 = rest is all zeros
+    micro: float = 0.7  # micro-motion of holds (1 = the measured size): 0 = frame-perfect stillness
+    coupling: float = 0.4  # neighbour channels brought along as in capture (cheek squint -> nose, ...): 0 = off
+
+
+@dataclass
+class AudioConfig:
+    max_seconds: float = 600.0  # a voice file (say/render --audio) longer than this is refused
+    max_bytes: int = 268435456  # ... and so is one bigger than this (256 MiB)
+    lookahead: float = 0.0  # streaming: seconds from a chunk's arrival to when it plays, if not told
+    beats: bool = True  # stressed syllables lift the brows and nod the head a little; blinks at phrase ends
+    beat_strength: float = 1.0  # scale of those gestures (1 = subtle)
 
 
 @dataclass
@@ -153,6 +174,7 @@ class Config:
     vtubestudio: VtubeStudioConfig = field(default_factory=VtubeStudioConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     idle: IdleConfig = field(default_factory=IdleConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
     avatars: list[AvatarConfig] = field(default_factory=list)  # serve: [] = one "default" avatar
     sinks: list[str] = field(default_factory=list)
     presets: dict[str, dict[str, float]] = field(default_factory=lambda: {

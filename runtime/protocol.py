@@ -16,6 +16,15 @@ Client -> server (JSON objects; only the fields shown are accepted)::
     {"type": "subscribe", "frames": "json" | "binary", "avatar": "..." | "*"}
     {"type": "unsubscribe", "avatar": "..." | "*"}
 
+Audio (docs/SERVE.md): a say's ``"audio"`` is a WAV file in base64 (inline), or announces a stream,
+``{"format": "wav" | "pcm", "rate": Hz, "channels": n, "sample": "s16le" | "f32le" | ..., "stream": true}``
+(rate/channels/sample for "pcm" only; the say needs an id). The stream's bytes follow as binary
+messages, each ``b"KFA1" + u8 len(id) + id (ASCII) + bytes`` (any split, even mid-sample), until
+``{"type": "audio_end", "id": "..."}``. ``{"type": "start", "id": "...", "position": s}``: playback
+of that line's audio is at ``position`` seconds (default 0) now, so the audio's clock drives the
+mouth. Bad audio is an error event (``invalid_audio``, ``audio_too_big``, ``audio_timeout``,
+``too_many_streams``, ``unknown_stream``) and the line goes on without the audio's mouth.
+
 Server -> client::
 
     {"type": "hello", "channels": [61 names], "fps": 60, "avatars": [...], "limits": {...}}
@@ -31,23 +40,28 @@ Binary frames are the WebSocket sink's 256-byte layout (little-endian uint32 seq
 61 x float32, so ``new Float32Array(buf, 12, 61)`` reads the values) followed by the avatar's name
 in UTF-8. Error codes: ``invalid_json``, ``invalid_message`` (not an object), ``unknown_type``,
 ``missing_field``, ``unknown_field``, ``invalid_field``, ``message_too_big``, ``unknown_avatar``,
-``rate_limited``, ``too_many_lines`` (the last raised by the server, the rest here).
+``rate_limited``, ``too_many_lines`` (the last raised by the server, the rest here), and the audio
+codes above.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import collections
 import json
 import math
 import re
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from runtime import channels
 
 ERROR_CODES = ("invalid_json", "invalid_message", "unknown_type", "missing_field", "unknown_field",
-               "invalid_field", "message_too_big", "unknown_avatar", "rate_limited", "too_many_lines")
+               "invalid_field", "message_too_big", "unknown_avatar", "rate_limited", "too_many_lines",
+               "invalid_audio", "audio_too_big", "audio_timeout", "too_many_streams", "unknown_stream")
 FRAME_FORMATS = ("json", "binary")
 ALL = "*"
 _ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")  # ids and avatar names: safe in logs and file names
@@ -67,6 +81,12 @@ class Limits:
     max_heard: int = 1_000  # characters of what was just said to the character
     max_turn: int = 2_000  # characters of a line sent in chunks, all chunks together
     chunk_timeout: float = 5.0  # seconds a chunked line waits for its next chunk before it is abandoned
+    audio_max_message: int = 4 << 20  # bytes of a say carrying inline (base64) WAV
+    audio_max_chunk: int = 256 << 10  # bytes of one binary audio chunk
+    audio_max_bytes: int = 16 << 20  # bytes of audio of one line
+    audio_max_seconds: float = 120.0  # seconds of audio of one line
+    audio_streams: int = 4  # streams open at once per client
+    audio_stream_timeout: float = 10.0  # seconds without a chunk before a stream is ended
 
 
 class ProtocolError(Exception):
@@ -91,6 +111,8 @@ class Say:
     duration: float | None = None  # seconds of speech audio, without word timings
     start: float = 0.0  # where the audio starts in the line's time
     talk: bool = False  # speak the text at a natural rate
+    audio: AudioIn | None = None  # the line's voice (inline samples, or a stream announced)
+    audio_error: ProtocolError | None = None  # audio given but unusable: send it; the line goes on
 
     @property
     def spoken(self) -> bool:
@@ -123,7 +145,41 @@ class Unsubscribe:
     avatar: str
 
 
-Command = Say | Chunk | Interrupt | Subscribe | Unsubscribe
+@dataclass(frozen=True, eq=False)
+class AudioIn:
+    """A say's audio: the whole of it (inline WAV, decoded), or a stream whose chunks follow."""
+
+    rate: int | None  # Hz; None for a WAV stream until its header has arrived
+    samples: np.ndarray | None = None  # float32 mono in [-1, 1]; None: streamed
+    format: str = "wav"  # "wav" | "pcm"
+
+    @property
+    def stream(self) -> bool:
+        return self.samples is None
+
+
+@dataclass(frozen=True, eq=False)
+class AudioChunk:
+    """Samples for a streamed line; ``end``: the stream is over (audio_end, an error, a timeout)."""
+
+    id: str
+    avatar: str
+    samples: np.ndarray  # float32 mono, possibly empty
+    rate: int | None
+    end: bool = False
+    error: ProtocolError | None = None  # why the stream ended early; send it, keep the samples so far
+
+
+@dataclass(frozen=True)
+class Start:
+    """Playback of line ``id``'s audio is at ``position`` seconds now."""
+
+    avatar: str
+    id: str
+    position: float = 0.0
+
+
+Command = Say | Chunk | Interrupt | Subscribe | Unsubscribe | AudioChunk | Start
 
 _FIELDS = {
     "say": ({"text"}, {"type", "text", "id", "context", "emotion", "avatar", "words", "duration", "start",
@@ -134,6 +190,55 @@ _FIELDS = {
 }
 _FIELDS["say"][1].update({"heard", "more"})  # the dialogue fields (what was heard, text in chunks)
 _CHUNK_FIELDS = {"type", "id", "avatar", "text", "more"}  # all a further chunk may carry
+# audio (kept apart so the say's own fields stay one list)
+_FIELDS["say"][1].add("audio")
+_FIELDS["audio_end"] = ({"id"}, {"type", "id"})
+_FIELDS["start"] = ({"id"}, {"type", "id", "avatar", "position"})
+AUDIO_MAGIC = b"KFA1"  # a binary message that starts so is an audio chunk; no JSON text starts with K
+_AUDIO_FORMATS = ("wav", "pcm")
+_DEAD_STREAMS = 64  # ids of streams ended early whose late chunks are dropped without an error each
+
+
+def audio_chunk(id: str, data: bytes) -> bytes:
+    """A binary audio chunk for stream ``id`` (the client's side of the framing)."""
+    if not _ID.match(id):
+        raise ValueError("id: expected 1-64 characters of A-Z a-z 0-9 _ . : -")
+    raw = id.encode("ascii")
+    return AUDIO_MAGIC + bytes([len(raw)]) + raw + bytes(data)
+
+
+@dataclass
+class _Stream:
+    avatar: str
+    decoder: object  # runtime.audio.wav.PcmDecoder
+    last: float  # time of the last chunk (for the timeout)
+    bytes: int = 0
+    samples: int = 0
+    head: bytes = b""  # a WAV stream's first bytes, until its header is read
+    open_length: bool = False  # the WAV header gave no real length: any end is a fine end
+
+
+# A writer that cannot seek back (a TTS engine piping to stdout) puts a placeholder length in
+# the header: espeak-ng --stdout writes 0x7ffff000, others 0 or 0xffffffff.
+_PLACEHOLDER = 0x7FFF0000
+
+
+def _open_length(size: int | None) -> bool:
+    return size is None or size >= _PLACEHOLDER
+
+
+def _read_wav(data: bytes) -> tuple[np.ndarray, int]:
+    """A whole WAV -> (samples, rate); a placeholder length means "up to the end of the bytes"."""
+    from runtime.audio.wav import PcmDecoder, parse_header, read_wav
+
+    try:
+        _, _, size = parse_header(data)
+    except ValueError:
+        size = 0  # read_wav names the problem
+    if size is not None and size >= _PLACEHOLDER:
+        dec = PcmDecoder(wav=True)
+        return dec.feed(data), dec.rate
+    return read_wav(data)
 
 
 def _text(msg: dict, key: str, limit: int, *, required: bool = False) -> str:
@@ -199,6 +304,8 @@ class Session:
         self._tokens = float(self.limits.say_burst)
         self._last: float | None = None
         self._open: dict[tuple[str, str], list] = {}  # chunked lines: (avatar, id) -> [characters, last chunk]
+        self._streams: dict[str, _Stream] = {}
+        self._dead: collections.OrderedDict[str, None] = collections.OrderedDict()
 
     def _avatar(self, msg: dict, *, allow_all: bool = False) -> str:
         name = msg.get("avatar", self.avatars[0])
@@ -250,16 +357,28 @@ class Session:
             del self._open[(avatar, msg_id)]
         return Chunk(avatar=avatar, id=msg_id, text=text, more=more)
 
-    def receive(self, data: str | bytes, now: float) -> Command:
-        """One message -> a command; raises ProtocolError (send ``.event()`` back) for anything else."""
+    def receive(self, data: str | bytes, now: float) -> Command | None:
+        """One message -> a command (None: nothing to do, e.g. a late chunk of a stream already
+        ended with an error); raises ProtocolError (send ``.event()`` back) for anything else."""
         lim = self.limits
+        if isinstance(data, bytes | bytearray | memoryview) and bytes(data[:4]) == AUDIO_MAGIC:
+            return self._audio_chunk_in(bytes(data), now)
         size = len(data) if isinstance(data, bytes | bytearray) else len(data.encode("utf-8", "replace"))
-        if size > lim.max_message:
-            raise ProtocolError("message_too_big", f"message is {size} bytes, at most {lim.max_message}")
+        big = max(lim.max_message, lim.audio_max_message)
+        if size > big:
+            raise ProtocolError("message_too_big", f"message is {size} bytes, at most {lim.max_message} "
+                                f"({big} for a say with inline audio)")
         try:
             msg = json.loads(data)
         except (ValueError, UnicodeDecodeError) as e:
+            if size > lim.max_message:
+                raise ProtocolError("message_too_big", f"message is {size} bytes, at most {lim.max_message}") \
+                    from None
             raise ProtocolError("invalid_json", f"not valid JSON: {e}") from None
+        if size > lim.max_message and not (isinstance(msg, dict) and msg.get("type") == "say"
+                                           and isinstance(msg.get("audio"), str)):
+            raise ProtocolError("message_too_big", f"message is {size} bytes, at most {lim.max_message} "
+                                f"(a say with inline audio: {big})")
         if not isinstance(msg, dict):
             raise ProtocolError("invalid_message", "expected a JSON object with a \"type\"")
         kind = msg.get("type")
@@ -293,7 +412,7 @@ class Session:
                 say = Say(text=text if more else text.strip(), avatar=avatar, id=msg_id or "",
                           context=context.strip(), emotion=emotion.strip(), heard=heard.strip(), more=more,
                           **_speech_fields(msg))
-                if more and say.spoken:
+                if more and (say.spoken or msg.get("audio") is not None):
                     raise ProtocolError("invalid_field", "more: a line sent in chunks cannot be spoken "
                                                          "(its words are not known yet)")
                 if not self._take_token(now):
@@ -301,7 +420,7 @@ class Session:
                                         f"at most {lim.say_rate:g} lines per second (burst {lim.say_burst})")
                 if more:
                     self._open[(avatar, msg_id)] = [len(text), now]
-                return say
+                return self._with_audio(say, msg, now)
             if kind == "interrupt":
                 return Interrupt(self._avatar(msg))
             if kind == "subscribe":
@@ -309,10 +428,184 @@ class Session:
                 if frames not in FRAME_FORMATS:
                     raise ProtocolError("invalid_field", f"frames: expected one of {FRAME_FORMATS}")
                 return Subscribe(self._avatar(msg, allow_all=True), frames)
+            if kind == "audio_end":
+                return self._audio_end(msg_id, now)
+            if kind == "start":
+                if msg_id in self._dead:  # its audio was refused: the line has no audio clock
+                    return None
+                return Start(self._avatar(msg), msg_id, _seconds(msg, "position", 0.0))
             return Unsubscribe(self._avatar(msg, allow_all=True))
         except ProtocolError as e:
             e.id = e.id or msg_id
             raise
+
+
+    # -- audio ----------------------------------------------------------------------------------
+    def _with_audio(self, say: Say, msg: dict, now: float) -> Say:
+        """The say with its audio decoded or its stream opened; bad audio -> ``audio_error`` set
+        and no audio: the line still goes on."""
+        if "audio" not in msg:
+            return say
+        try:
+            return replace(say, audio=self._audio(msg["audio"], say, now))
+        except ProtocolError as e:
+            e.id = e.id or say.id or None
+            if say.id:
+                self._kill(say.id)
+            return replace(say, audio_error=e)
+
+    def _audio(self, value: object, say: Say, now: float) -> AudioIn:
+        from runtime.audio.wav import AudioError, PcmDecoder
+
+        lim = self.limits
+        if isinstance(value, str):
+            try:
+                data = base64.b64decode(value, validate=True)
+            except (binascii.Error, ValueError) as e:
+                raise ProtocolError("invalid_audio", f"audio: not valid base64 ({e})") from None
+            if len(data) > lim.audio_max_bytes:
+                raise ProtocolError("audio_too_big", f"audio: {len(data)} bytes, at most {lim.audio_max_bytes}")
+            try:
+                samples, rate = _read_wav(data)
+            except AudioError as e:
+                raise ProtocolError("invalid_audio", f"audio: {e}") from None
+            seconds = len(samples) / rate
+            if seconds > lim.audio_max_seconds:
+                raise ProtocolError("audio_too_big", f"audio: {seconds:.1f} s, at most {lim.audio_max_seconds:g} s")
+            return AudioIn(rate=rate, samples=samples, format="wav")
+        if not isinstance(value, dict):
+            raise ProtocolError("invalid_audio", "audio: expected a base64 WAV string or a stream announcement "
+                                "{\"format\": \"wav\"|\"pcm\", ...}")
+        fmt = value.get("format", "wav")
+        known = {"format", "stream"} | ({"rate", "channels", "sample"} if fmt == "pcm" else set())
+        extra = sorted(k for k in value if k not in known)
+        if fmt not in _AUDIO_FORMATS:
+            raise ProtocolError("invalid_audio", f"audio.format: expected one of {_AUDIO_FORMATS}, got {fmt!r}")
+        if extra:
+            shown = extra[0] if isinstance(extra[0], str) and _ID.match(extra[0]) else "(invalid)"
+            raise ProtocolError("invalid_audio", f"audio: no field {shown!r} for format {fmt!r} "
+                                "(a WAV stream's header gives rate, channels and sample)")
+        if value.get("stream", True) is not True:
+            raise ProtocolError("invalid_audio", "audio.stream: an announcement streams; send whole WAV "
+                                "files inline as a base64 string")
+        if not say.id:
+            raise ProtocolError("invalid_audio", "audio: a say that streams audio needs an id (its chunks carry it)")
+        if say.id in self._streams:
+            raise ProtocolError("invalid_audio", f"audio: stream {say.id!r} is already open")
+        if len(self._streams) >= lim.audio_streams:
+            raise ProtocolError("too_many_streams", f"audio: {lim.audio_streams} streams are open; "
+                                "end one (audio_end) first")
+        rate = None
+        if fmt == "pcm":
+            rate, ch, sample = value.get("rate"), value.get("channels", 1), value.get("sample", "s16le")
+            if isinstance(rate, bool) or not isinstance(rate, int):
+                raise ProtocolError("invalid_audio", f"audio.rate: expected an integer in Hz, got {rate!r}")
+            try:
+                decoder = PcmDecoder(rate, ch, sample)
+            except AudioError as e:
+                raise ProtocolError("invalid_audio", f"audio: {e}") from None
+        else:
+            decoder = PcmDecoder(wav=True)
+        self._streams[say.id] = _Stream(say.avatar, decoder, now)
+        self._dead.pop(say.id, None)
+        return AudioIn(rate=rate, samples=None, format=fmt)
+
+    def _kill(self, id: str) -> None:
+        self._streams.pop(id, None)
+        self._dead[id] = None
+        while len(self._dead) > _DEAD_STREAMS:
+            self._dead.popitem(last=False)
+
+    def _fail(self, id: str, st: _Stream, code: str, message: str,
+              samples: np.ndarray | None = None) -> AudioChunk:
+        self._kill(id)
+        return AudioChunk(id, st.avatar, samples if samples is not None else np.zeros(0, np.float32),
+                          st.decoder.rate, end=True, error=ProtocolError(code, message, id))
+
+    def _audio_chunk_in(self, data: bytes, now: float) -> AudioChunk | None:
+        from runtime.audio.wav import AudioError, parse_header
+
+        lim = self.limits
+        n = data[4] if len(data) > 4 else 0
+        try:
+            id = data[5:5 + n].decode("ascii") if len(data) >= 5 + n else ""
+        except UnicodeDecodeError:
+            id = ""
+        if not n or not _ID.match(id):
+            raise ProtocolError("invalid_message", "audio chunk: expected b'KFA1', a length byte, the line's id "
+                                "(1-64 characters of A-Z a-z 0-9 _ . : -), then the audio bytes")
+        st = self._streams.get(id)
+        if st is None:
+            if id in self._dead:
+                return None
+            raise ProtocolError("unknown_stream", f"audio chunk for {id!r}: no open stream (announce it in a say "
+                                "with \"audio\": {\"format\": ...})", id)
+        payload = memoryview(data)[5 + n:]
+        if len(data) > lim.audio_max_chunk:
+            return self._fail(id, st, "audio_too_big", f"audio chunk is {len(data)} bytes, at most "
+                              f"{lim.audio_max_chunk}; the stream ends here")
+        st.bytes += len(payload)
+        st.last = now
+        if st.bytes > lim.audio_max_bytes:
+            return self._fail(id, st, "audio_too_big", f"audio: over {lim.audio_max_bytes} bytes; the stream ends here")
+        wav_head = st.decoder.rate is None  # a WAV stream still waiting for its header
+        try:
+            if wav_head:
+                st.head += bytes(payload)
+            samples = st.decoder.feed(payload)
+            if wav_head and st.decoder.rate is not None:
+                st.open_length, st.head = _open_length(parse_header(st.head)[2]), b""
+        except AudioError as e:
+            return self._fail(id, st, "invalid_audio", f"audio: {e}; the stream ends here")
+        rate = st.decoder.rate
+        if rate and (st.samples + len(samples)) / rate > lim.audio_max_seconds:
+            keep = max(0, int(lim.audio_max_seconds * rate) - st.samples)
+            return self._fail(id, st, "audio_too_big", f"audio: over {lim.audio_max_seconds:g} s; the stream "
+                              "ends here", samples[:keep])
+        st.samples += len(samples)
+        return AudioChunk(id, st.avatar, samples, rate)
+
+    def _audio_end(self, id: str, now: float) -> AudioChunk | None:
+        from runtime.audio.wav import AudioError
+
+        st = self._streams.pop(id, None)
+        if st is None:
+            if id in self._dead:
+                self._dead.pop(id, None)
+                return None
+            raise ProtocolError("unknown_stream", f"audio_end for {id!r}: no open stream", id)
+        try:
+            if not (st.open_length and st.decoder.rate is not None):
+                st.decoder.close()
+        except AudioError as e:
+            return self._fail(id, st, "invalid_audio", f"audio: {e}")
+        return AudioChunk(id, st.avatar, np.zeros(0, np.float32), st.decoder.rate, end=True)
+
+    def expire(self, now: float) -> list[AudioChunk]:
+        """End the streams that had no chunk for ``audio_stream_timeout`` seconds (call it now and then)."""
+        t = self.limits.audio_stream_timeout
+        return [self._fail(id, st, "audio_timeout", f"audio: no chunk for {t:g} s; the stream ends here")
+                for id, st in list(self._streams.items()) if now - st.last > t]
+
+    def kill_stream(self, id: str) -> None:
+        """The line is over (interrupted, done): its late chunks and audio_end are dropped quietly."""
+        if id in self._streams or id in self._dead:
+            self._kill(id)
+
+    def drop_stream(self, id: str) -> None:
+        """The server refused the say that opened it (its id is then free again)."""
+        self._streams.pop(id, None)
+
+    def close(self) -> list[AudioChunk]:
+        """The connection is gone: end every open stream (the lines keep the audio they have)."""
+        out = [AudioChunk(id, st.avatar, np.zeros(0, np.float32), st.decoder.rate, end=True)
+               for id, st in self._streams.items()]
+        self._streams.clear()
+        return out
+
+    @property
+    def streams(self) -> list[str]:
+        return list(self._streams)
 
 
 # -- server -> client ----------------------------------------------------------------------------
@@ -344,7 +637,14 @@ def hello(avatars: list[str], fps: float, limits: Limits) -> str:
                    "binary_layout": "<u32 seq, <f64 t, 61 x <f32, then the avatar name (UTF-8)",
                    "limits": {"max_message": limits.max_message, "max_text": limits.max_text,
                               "say_rate": limits.say_rate, "say_burst": limits.say_burst,
-                              "max_turn": limits.max_turn, "chunk_timeout": limits.chunk_timeout}})
+                              "max_turn": limits.max_turn, "chunk_timeout": limits.chunk_timeout,
+                              **audio_limits(limits)}})
+
+
+def audio_limits(limits: Limits) -> dict:
+    return {"audio_max_message": limits.audio_max_message, "audio_max_chunk": limits.audio_max_chunk,
+            "audio_max_bytes": limits.audio_max_bytes, "audio_max_seconds": limits.audio_max_seconds,
+            "audio_streams": limits.audio_streams}
 
 
 def frame_json(avatar: str, frame: np.ndarray, seq: int, t: float) -> str:

@@ -7,6 +7,12 @@ frame clock that ticks them all, and one asyncio loop in its own thread that ser
   fixed list, so nothing a client sends names a file;
 * ``/ws``: the control API of :mod:`runtime.protocol` (say, interrupt, subscribe).
 
+Audio (a say's WAV inline, or a stream of binary chunks): the protocol session validates and
+decodes it on the loop thread (numpy, no alignment); each audio line gets a
+:class:`runtime.audio.LiveSpeech`, whose worker thread has the recogniser's process find the
+phones and whose clock (the audio's, set by the client's ``start``) the avatar's mouth follows.
+Bad audio is an error event; the line goes on without it.
+
 Threads meet only through non-blocking hand-offs: avatar events (generator and clock threads) reach
 the loop with ``call_soon_threadsafe``; frames go through an in-process sink that appends to a
 bounded inbox and wakes the loop once per batch. Each client has a control queue (acks, events,
@@ -33,6 +39,7 @@ import ipaddress
 import logging
 import queue
 import socket
+import struct
 import time
 from datetime import datetime
 from pathlib import Path
@@ -70,6 +77,12 @@ def _warm_kernels() -> None:
 
     warm_up()
     speech.warm()
+    try:  # the recogniser's process (1-2 s to start): now, not at the first audio line
+        from runtime.audio import worker
+
+        worker.warm()
+    except Exception as e:  # the first audio line starts it
+        log.warning("audio recogniser not warmed: %s", e)
 
 
 class ServeError(Exception):
@@ -87,6 +100,73 @@ def is_loopback(host: str) -> bool:
 
 def load_static() -> dict[str, tuple[str, bytes]]:
     return {path: (ctype, (WEB / name).read_bytes()) for path, (name, ctype) in STATIC.items()}
+
+
+def _f32_wav_header(rate: int) -> bytes:
+    """The head of a float32 mono WAV stream of unknown length: the session's decoded samples are
+    handed to the line's LiveSpeech in this one format, whatever the client sent."""
+    return struct.pack("<4sI4s4sIHHIIHH4sI", b"RIFF", 0xFFFFFFFF, b"WAVE", b"fmt ", 16, 3, 1, rate, rate * 4,
+                       4, 32, b"data", 0xFFFFFFFF)
+
+
+class _Voice:
+    """One audio line: the client that owns it and the LiveSpeech its mouth follows.
+
+    A TTS engine often sends a sentence's chunks in a burst, faster than they are analysed: when
+    the LiveSpeech's queue is full, the samples wait here, merged into one piece, and are handed
+    over again shortly (loop thread only; nothing is lost, the frame clock is not involved)."""
+
+    __slots__ = ("client", "live", "rate", "headed", "failed", "pending", "closing", "retry")
+
+    def __init__(self, client: Client, live, rate: int | None) -> None:
+        self.client, self.live, self.rate = client, live, rate
+        self.headed = False  # the f32 WAV head has been fed
+        self.failed = False  # an analysis error has been reported to the client
+        self.pending: list[bytes] = []  # f32 samples not yet taken by the LiveSpeech
+        self.closing = False  # the audio is complete: close the LiveSpeech once pending is in
+        self.retry = None  # the scheduled hand-over, while one is
+
+    def feed(self, samples: np.ndarray, rate: int | None) -> None:
+        if not self.headed:
+            self.live.feed(_f32_wav_header(rate or self.rate or 16000))
+            self.headed = True
+        if len(samples):
+            self.pending.append(samples.astype("<f4").tobytes())
+        self._hand_over()
+
+    def _hand_over(self) -> None:
+        self.retry = None
+        if self.pending:
+            data = b"".join(self.pending)
+            try:
+                self.live.feed(data)
+                self.pending.clear()
+            except Exception:
+                if self.live.error or self.live.done:  # the analysis has ended: nothing more to give
+                    self.pending.clear()
+                    raise
+                self.pending = [data]  # its queue is full: again in a moment, as one piece
+                self.retry = asyncio.get_running_loop().call_later(0.02, self._hand_over)
+                return
+        if self.closing:
+            self.live.close()
+
+    def close(self) -> None:
+        self.closing = True
+        try:
+            if not self.headed:  # no audio came: a clean, empty stream rather than a "truncated" error
+                self.feed(np.zeros(0, np.float32), self.rate)
+            elif self.retry is None:
+                self._hand_over()
+        except Exception:  # the analysis had already ended (its error was reported): close it anyway
+            self.live.close()
+
+    def drop(self) -> None:
+        """The line is over: stop at once."""
+        if self.retry is not None:
+            self.retry.cancel()
+        self.pending.clear()
+        self.live.close()
 
 
 class _Tap(Sink):
@@ -176,7 +256,12 @@ class Server:
         self.loopback = is_loopback(self.host)
         self.origins = set(s.origins)
         self.limits = proto.Limits(max_message=s.max_message, max_text=s.max_text,
-                                   say_rate=s.say_rate, say_burst=s.say_burst)
+                                   say_rate=s.say_rate, say_burst=s.say_burst,
+                                   audio_max_message=s.audio_max_message, audio_max_chunk=s.audio_max_chunk,
+                                   audio_max_bytes=s.audio_max_bytes, audio_max_seconds=s.audio_max_seconds,
+                                   audio_streams=s.audio_streams, audio_stream_timeout=s.audio_stream_timeout)
+        self.max_size = max(HARD_MAX_MESSAGE, s.audio_max_message, s.audio_max_chunk) + 1024
+        self._voices: dict[tuple[str, str], _Voice] = {}  # (avatar, line id) -> its audio
         self.limits = dataclasses.replace(self.limits, max_turn=s.max_turn, chunk_timeout=s.chunk_timeout)
         specs = list(cfg.avatars)
         if not specs:
@@ -211,9 +296,7 @@ class Server:
         if not c.enabled:
             return None
         seed = None if c.seed < 0 else c.seed + i  # avatars of one seed still blink apart
-        return Idle(seed=seed, blinks=c.blinks, saccades=c.saccades, breathing=c.breathing,
-                    drift=c.drift, gaze_degrees=c.gaze_degrees, drift_degrees=c.drift_degrees,
-                    breaths_per_minute=c.breaths_per_minute)
+        return Idle.from_config(c, seed=seed, fps=self.cfg.animation.fps)
 
     def start(self) -> Server:
         cfg, a = self.cfg, self.cfg.animation
@@ -233,7 +316,7 @@ class Server:
             try:
                 self._lt.start(lambda: serve(
                     self._handler, self.host, self.port, process_request=self._http, compression=None,
-                    max_size=HARD_MAX_MESSAGE, write_limit=SEND_BUFFER, close_timeout=1.0,
+                    max_size=self.max_size, write_limit=SEND_BUFFER, close_timeout=1.0,
                     server_header="keyframeface"))
             except OSError as e:  # port in use, bad host
                 raise ServeError(f"cannot serve on {self.host}:{self.port}: {e}") from None
@@ -306,6 +389,10 @@ class Server:
         if event.get("type") == "done":
             self._owners.pop(key, None)
             self._streams.pop(key, None)
+            voice = self._voices.pop(key, None)
+            if voice is not None:  # interrupted or finished: stop its analysis, drop late chunks
+                voice.client.session.kill_stream(line_id)
+                voice.drop()
         msg = proto.event(event)
         for c in self.clients:
             if c is owner or c.fmt_for(avatar) is not None:
@@ -355,6 +442,7 @@ class Server:
         self.clients.add(client)
         client.push_control(proto.hello(self.names, self.cfg.animation.fps, self.limits))
         writer = asyncio.create_task(self._writer(client))
+        expirer = asyncio.create_task(self._expire_streams(client))
         log.info("client %s connected", client.peer)
         try:
             async for msg in ws:
@@ -368,7 +456,10 @@ class Server:
             for key in [k for k, c in self._owners.items() if c is client]:
                 del self._owners[key]
                 self._streams.pop(key, None)  # its chunked lines get no more text: abandoned in time
+            for chunk in client.session.close():  # its lines keep the audio they got
+                self._audio_chunk(client, chunk)
             writer.cancel()
+            expirer.cancel()
             log.info("client %s left (sent %d, dropped %d frames)", client.peer, client.sent, client.dropped)
 
     def _on_message(self, client: Client, msg: str | bytes) -> None:
@@ -391,6 +482,15 @@ class Server:
             client.subs[cmd.avatar] = cmd.frames
             client.push_control(proto.event({"type": "subscribed", "avatar": cmd.avatar,
                                              "frames": cmd.frames}))
+        elif isinstance(cmd, proto.AudioChunk):
+            self._audio_chunk(client, cmd)
+        elif isinstance(cmd, proto.Start):
+            voice = self._voices.get((cmd.avatar, cmd.id))
+            if voice is None or voice.client is not client:
+                client.push_control(proto.error("unknown_stream", f"start: no line {cmd.id!r} with audio on "
+                                                f"avatar {cmd.avatar!r}", cmd.id))
+            else:
+                voice.live.start(time.perf_counter() - cmd.position)
         elif isinstance(cmd, proto.Unsubscribe):
             had = bool(client.subs)
             if cmd.avatar == proto.ALL:
@@ -405,10 +505,18 @@ class Server:
         av = self.avatars[cmd.avatar]
         if cmd.id and (cmd.avatar, cmd.id) in self._owners:
             client.push_control(proto.error("invalid_field", f"id {cmd.id!r} is already in use", cmd.id))
+            if cmd.audio is not None and cmd.audio.stream:
+                client.session.drop_stream(cmd.id)
             return
         req = LineRequest(text=cmd.text, context=cmd.context, emotion=cmd.emotion, id=cmd.id, heard=cmd.heard)
         plan = None
-        if cmd.spoken:  # planned here, on the loop thread: never on the frame clock
+        if cmd.audio_error is not None:  # bad audio: say so; the line goes on without it
+            client.push_control(cmd.audio_error.event())
+        voice = None
+        if cmd.audio is not None:
+            voice = self._voice(client, cmd)
+            plan = voice.live
+        elif cmd.spoken:  # planned here, on the loop thread: never on the frame clock
             from runtime.animate.speech import SpeechPlan
 
             words = [{"word": w, "start": a, "end": b} for w, a, b in cmd.words] if cmd.words else None
@@ -425,10 +533,16 @@ class Server:
             client.push_control(proto.error(
                 "too_many_lines", f"avatar {cmd.avatar!r} already has {self.cfg.serve.max_lines} lines "
                 "waiting; wait for a done or interrupt", cmd.id or None))
+            if voice is not None:
+                if cmd.audio.stream:
+                    client.session.drop_stream(cmd.id)
+                voice.drop()
             return
         self._owners[(cmd.avatar, req.id)] = client
         if cmd.more:
             self._streams[(cmd.avatar, req.id)] = line
+        if voice is not None:
+            self._voices[(cmd.avatar, req.id)] = voice
         client.push_control(proto.event({"type": "ack", "id": req.id, "avatar": cmd.avatar}))
 
     def _chunk(self, client: Client, cmd: proto.Chunk) -> None:
@@ -447,6 +561,50 @@ class Server:
             return
         if not cmd.more:
             del self._streams[key]
+
+    # -- audio (loop thread) ----------------------------------------------------------------------
+    def _voice(self, client: Client, cmd: proto.Say) -> _Voice:
+        """The LiveSpeech for a say with audio: inline samples fed at once, a stream's as they come.
+        Audio time 0 plays ``start`` seconds after the audio arrives, until a start message says."""
+        from runtime.audio import LiveSpeech
+
+        loop = self._lt
+
+        def on_error(msg: str) -> None:  # the worker thread: analysis failed, the queue overflowed
+            if not voice.failed:
+                voice.failed = True
+                loop.call_soon(client.push_control, proto.error("invalid_audio", f"audio: {msg}", cmd.id or None))
+
+        au = self.cfg.audio
+        live = LiveSpeech(None, cmd.text, wav=True, lookahead=cmd.start or au.lookahead, on_error=on_error,
+                          stall=self.limits.audio_stream_timeout + 5.0, beats=au.beats, strength=au.beat_strength)
+        voice = _Voice(client, live, cmd.audio.rate)
+        if not cmd.audio.stream:
+            voice.feed(cmd.audio.samples, cmd.audio.rate)
+            voice.close()
+        return voice
+
+    def _audio_chunk(self, client: Client, chunk: proto.AudioChunk) -> None:
+        if chunk.error is not None:
+            client.push_control(chunk.error.event())
+        voice = self._voices.get((chunk.avatar, chunk.id))
+        if voice is None or voice.client is not client:
+            return  # the line is over (interrupted, done); its late audio is not needed
+        try:
+            voice.feed(chunk.samples, chunk.rate)
+        except Exception as e:  # the analysis has failed: the mouth it had goes on
+            if not voice.failed:
+                voice.failed = True
+                client.push_control(proto.error("invalid_audio", f"audio: {e}", chunk.id))
+        if chunk.end:
+            voice.close()
+
+    async def _expire_streams(self, client: Client) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            if client.session.streams:
+                for chunk in client.session.expire(time.monotonic()):
+                    self._audio_chunk(client, chunk)
 
     async def _writer(self, client: Client) -> None:
         try:

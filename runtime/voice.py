@@ -152,8 +152,9 @@ def speak(text: str, voice: str = "en-us", wpm: int = 165) -> Spoken:
     return spoken
 
 
-# Players tried in order for :func:`play`: ALSA, PulseAudio, PipeWire, macOS.
-PLAYERS = (("aplay", "-q"), ("paplay",), ("pw-play",), ("afplay",))
+# Players tried in order for :func:`play`: ALSA, PulseAudio, PipeWire, SoX, FFmpeg, macOS.
+PLAYERS = (("aplay", "-q"), ("paplay",), ("pw-play",), ("play", "-q"),
+           ("ffplay", "-nodisp", "-autoexit", "-loglevel", "quiet"), ("afplay",))
 
 
 def play(path: str | Path) -> subprocess.Popen | None:

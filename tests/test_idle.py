@@ -53,8 +53,12 @@ def test_seeded_and_independent_of_stepping():
     assert not np.allclose(Idle(seed=8).signals(t), whole)
 
 
+# the capture-like layers off: what is left is blinks, saccades, breathing and drift alone
+PLAIN = dict(asymmetry=0.0, tone=0.0, micro=0.0, coupling=0.0)
+
+
 def test_blink_during_a_squint_still_closes_the_eyes():
-    face = Idle(seed=1, saccades=False, drift=False, breathing=False)
+    face = Idle(seed=1, saccades=False, drift=False, breathing=False, **PLAIN)
     expr = np.zeros(channels.COUNT, dtype=np.float32)
     expr[IX["EyeSquintLeft"]] = expr[IX["EyeSquintRight"]] = 0.8
     expr[IX["CheekSquintLeft"]] = 0.5
@@ -77,8 +81,8 @@ def test_idle_motion_yields_to_a_line_that_moves_gaze_and_head():
     look = rest.copy()
     look[IX["EyeLookOutLeft"]] = look[IX["EyeLookInRight"]] = 0.8
     look[IX["HeadYaw"]] = 0.1
-    free = Idle(seed=2).compose(np.repeat(rest[None], len(t), 0), t)
-    busy = Idle(seed=2).compose(np.repeat(look[None], len(t), 0), t)
+    free = Idle(seed=2, **PLAIN).compose(np.repeat(rest[None], len(t), 0), t)
+    busy = Idle(seed=2, **PLAIN).compose(np.repeat(look[None], len(t), 0), t)
     yaw = IX["LeftEyeYaw"]
     assert np.abs(free[:, yaw]).max() > 2 / 180  # saccades move the eyes at rest ...
     np.testing.assert_allclose(busy[:, yaw], look[yaw], atol=1e-7)  # ... not while the line looks
@@ -90,7 +94,7 @@ def test_idle_motion_yields_to_a_line_that_moves_gaze_and_head():
 
 def test_stays_in_range_and_moves_smoothly():
     t = np.arange(0, 120, 1 / FPS)
-    out = Idle(seed=4).compose(np.zeros((len(t), channels.COUNT), np.float32), t)
+    out = Idle(seed=4, **PLAIN).compose(np.zeros((len(t), channels.COUNT), np.float32), t)
     assert (out >= channels.LOW).all() and (out <= channels.HIGH).all()
     step = np.abs(np.diff(out, axis=0))
     # head and breath are slow; eye rotations jump only by small saccades

@@ -40,7 +40,9 @@ def make_server(config, backend, language, **serve):
     cfg = dataclasses.replace(
         config, sinks=[], model=dataclasses.replace(config.model, timeout=60.0),
         avatars=[AvatarConfig("alice"), AvatarConfig("bob")],
-        idle=IdleConfig(seed=5),
+        # blinks, saccades, breath and drift only: the capture-like layers (tone, micro-motion,
+        # coupling, asymmetry) touch every channel, and these tests read "quiet" channels and rest
+        idle=IdleConfig(seed=5, tone=0.0, micro=0.0, coupling=0.0, asymmetry=0.0),
         serve=dataclasses.replace(ServeConfig(), port=0, **serve))
     return Server(cfg, backend, language).start()
 

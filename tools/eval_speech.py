@@ -1,6 +1,8 @@
 """Measure the speech layer: mouth/voice alignment, viseme rule checks, cost per frame.
 
     .venv/bin/python tools/eval_speech.py [--takes 200] [--seed 0] [--json out.json] [--plot fig.png]
+    .venv/bin/python tools/eval_speech.py --audio-only [--sentences 24] [--json out.json]
+    .venv/bin/python tools/eval_speech.py --plot-audio docs/speech_from_audio.png
 
 Alignment: sentences get TTS-like word timings that the layer has never seen the model of (every
 phoneme's length drawn around its intrinsic length with log-normal noise, a per-take speaking rate
@@ -19,6 +21,11 @@ puckers (MouthPucker >= 0.3), every stressed open vowel opens, every f/v rolls t
 (MouthRollLower >= 0.25).
 
 Against a real voice (when espeak-ng is installed): see :func:`espeak_alignment`.
+
+From the audio (``--audio``, runtime/audio: PocketSphinx + loudness): see :func:`audio_alignment`.
+Voices whose phone times are exact (espeak-ng's phoneme events; festival's segment times with the
+slt HTS and kal diphone voices), three rates each, the sentences above; the mouth gets the WAV and
+the text (forced alignment) or the WAV alone (phone recognition).
 """
 
 from __future__ import annotations
@@ -313,6 +320,200 @@ def espeak_alignment(wpms: tuple[int, ...] = (140, 175, 220)) -> dict:
             "worst_misses": sorted(worst, reverse=True)[:8]}
 
 
+# -- from the audio ------------------------------------------------------------------------------
+ESPEAK_BILABIALS = {"p", "b", "m"}
+ESPEAK_OPEN = {"0", "A@", "O:", "V", "a", "aI", "aU", "aa", "A:"}  # lot, start, thought, strut, trap ...
+FESTIVAL_BILABIALS = {"p", "b", "m"}
+FESTIVAL_OPEN = {"aa", "ae", "ah", "ao", "aw", "ay"}  # festival writes schwa as "ax": not here
+FESTIVAL_VOICES = {"slt": "voice_cmu_us_slt_arctic_hts", "kal": "voice_kal_diphone"}
+FESTIVAL_STRETCH = (0.8, 1.0, 1.25)  # duration factor: fast, normal, slow
+ESPEAK_WPM = (140, 175, 220)
+
+
+def festival_available() -> bool:
+    import shutil
+
+    return shutil.which("festival") is not None
+
+
+def festival_lines(voice: str, texts: list[str], stretch: float, folder: Path) -> list[tuple[Path, list]]:
+    """Synthesise ``texts`` with festival in one batch: [(wav, [(phone, start, end)])]."""
+    import subprocess
+
+    fn = FESTIVAL_VOICES[voice]
+    # the diphone voice takes Duration_Stretch; the HTS one ignores it and takes hts_engine's -r
+    # speed, set after the voice's file has defined its parameter list (the first call loads it)
+    script = [f"({fn})"]
+    if voice == "slt":
+        script += [f"(set! cmu_us_slt_arctic_hts::hts_engine_params (append cmu_us_slt_arctic_hts::hts_engine_params "
+                   f"'((\"-r\" {1 / stretch:.4f}))))", f"({fn})"]
+    script.append(f"(Parameter.set 'Duration_Stretch {stretch})")
+    for i, t in enumerate(texts):
+        q = t.replace("\\", " ").replace('"', " ")
+        script.append(f'(set! u (utt.synth (Utterance Text "{q}")))'
+                      f'(utt.save.wave u "{folder}/{i}.wav" \'riff)(utt.save.segs u "{folder}/{i}.segs")')
+    (folder / "batch.scm").write_text("\n".join(script) + "\n")
+    subprocess.run(["festival", "--batch", str(folder / "batch.scm")], check=True, capture_output=True,
+                   timeout=600)
+    out = []
+    for i in range(len(texts)):
+        segs, t0 = [], 0.0
+        for line in (folder / f"{i}.segs").read_text().splitlines():
+            parts = line.split()
+            if len(parts) != 3 or parts[0] == "#":
+                continue
+            end = float(parts[0])
+            segs.append((parts[2], t0, end))
+            t0 = end
+        out.append((folder / f"{i}.wav", segs))
+    return out
+
+
+def espeak_segments(sp) -> list[tuple[str, float, float]]:
+    """espeak-ng's phoneme events -> (phone, start, end); a p/b spans its silent closure (found in
+    the audio before the event, as :func:`espeak_alignment` does) up to the next event."""
+    x = np.frombuffer(sp.pcm, np.int16).astype(np.float64)
+    hop = sp.sample_rate // 500
+    rms = np.sqrt((x[: len(x) // hop * hop].reshape(-1, hop) ** 2).mean(axis=1))
+    out = []
+    ev = sp.phonemes
+    for k, (name, t) in enumerate(ev):
+        nxt = ev[k + 1][1] if k + 1 < len(ev) else sp.duration
+        a = t
+        if name in ("p", "b"):
+            j = int(t * 500) - 1
+            i = j
+            while i > 0 and rms[i - 1] < 200 and (j - i) < 50:
+                i -= 1
+            if j - i >= 3:
+                a = i / 500
+        out.append((name, a, max(nxt, a)))
+    return out
+
+
+def _score_line(frames: np.ndarray, segs: list, bilabials: set, opens: set) -> tuple[list[bool], list[bool]]:
+    d = lips(frames)
+    t = np.arange(len(frames)) / FPS
+    closed, opened = [], []
+    for name, a, b in segs:
+        near = (t >= a - 1 / FPS - 1e-9) & (t <= b + 1 / FPS + 1e-9)
+        if name in bilabials:
+            closed.append(bool(near.any() and d[near].min() <= CLOSED))
+        elif name in opens:
+            opened.append(bool(near.any() and d[near].max() >= OPEN))
+    return closed, opened
+
+
+_FEST_ARPA = {"ax": "AH0", "pau": None, "h#": None}
+
+
+def festival_truth_plan(segs: list) -> SpeechPlan | None:
+    """festival's own segments -> the mouth they imply (exact times; a reference JawOpen)."""
+    phones = []
+    for name, a, b in segs:
+        p = _FEST_ARPA.get(name, name.upper())
+        if p is None:
+            continue
+        if p in ph.VOWELS:
+            p += "1"
+        if p.rstrip("0123456789") not in speech.PHONEME_VISEMES:
+            continue
+        phones.append((p, a, b))
+    return SpeechPlan.from_phones(phones) if phones else None
+
+
+def loudness_jaw(db: np.ndarray, n: int) -> np.ndarray:
+    """The microphone-VTuber baseline: JawOpen from loudness alone (dB above silence, smoothed
+    over 50 ms), sampled at FPS."""
+    from runtime.audio import energy
+
+    lvl = np.clip((db - energy.SILENCE_DB) / (energy.REF_DB - energy.SILENCE_DB), 0.0, 1.5)
+    k = np.ones(5) / 5
+    lvl = np.convolve(lvl, k, mode="same")
+    t = np.arange(n) / FPS
+    return np.interp(t, np.arange(len(lvl)) * energy.HOP, lvl, right=0.0) * 0.5
+
+
+def audio_alignment(sentences: list[str] | None = None, voices: tuple[str, ...] = ("espeak", "slt", "kal")) -> dict:
+    """Mouth from the audio against the synthesiser's own phone times (see the module docstring).
+
+    Per voice and mode ("text": WAV + text, forced alignment; "audio": WAV alone): the share of
+    p/b/m with the lips closed at a 60 fps frame within one frame of the phone's span, the share of
+    open vowels with the mouth open inside theirs (±1 frame), and the analysis cost per second of
+    audio. For festival, also the correlation of JawOpen with the JawOpen of the mouth made from
+    festival's exact segments, from the audio alone and from loudness alone."""
+    import tempfile
+
+    from runtime import voice
+    from runtime.audio import align, energy, track
+    from runtime.audio.wav import read_wav, resample
+
+    sentences = sentences or SENTENCES
+    align.warm()
+    res: dict = {}
+    for vname in voices:
+        lines = []  # (samples, rate, text, segs, bilabials, opens, rate label)
+        if vname == "espeak":
+            if not voice.available():
+                res[vname] = {"skipped": "espeak-ng not installed"}
+                continue
+            for wpm in ESPEAK_WPM:
+                for text in sentences:
+                    sp = voice.speak(text, wpm=wpm)
+                    x = np.frombuffer(sp.pcm, np.int16).astype(np.float32) / 32768
+                    lines.append((x, sp.sample_rate, text, espeak_segments(sp), ESPEAK_BILABIALS, ESPEAK_OPEN,
+                                  f"{wpm}wpm"))
+        else:
+            if not festival_available():
+                res[vname] = {"skipped": "festival not installed (apt-get install festival festvox-us-slt-hts "
+                                         "festvox-kallpc16k)"}
+                continue
+            for stretch in FESTIVAL_STRETCH:
+                with tempfile.TemporaryDirectory() as tmp:
+                    for wav, segs in festival_lines(vname, sentences, stretch, Path(tmp)):
+                        x, sr = read_wav(wav)
+                        lines.append((x, sr, sentences[len(lines) % len(sentences)], segs, FESTIVAL_BILABIALS,
+                                      FESTIVAL_OPEN, f"stretch{stretch}"))
+        out: dict = {"lines": len(lines)}
+        for mode in ("text", "audio"):
+            closed, opened, cost, audio_s, methods = [], [], 0.0, 0.0, {}
+            by_rate: dict[str, list] = {}
+            r_audio, r_loud = [], []
+            for x, sr, text, segs, bil, opens, label in lines:
+                t0 = time.perf_counter()
+                an = track.analyse(x, sr, text if mode == "text" else None)
+                plan = an.plan()
+                cost += time.perf_counter() - t0
+                audio_s += len(x) / sr
+                methods[an.method] = methods.get(an.method, 0) + 1
+                n = int(len(x) / sr * FPS) + 1
+                frames = plan.apply(np.zeros((n, C.COUNT), np.float32), FPS)[:n]
+                c, o = _score_line(frames, segs, bil, opens)
+                closed += c
+                opened += o
+                br = by_rate.setdefault(label, [[], []])
+                br[0] += c
+                br[1] += o
+                if mode == "audio" and vname != "espeak":
+                    truth = festival_truth_plan(segs)
+                    if truth is not None:
+                        tj = truth.apply(np.zeros((n, C.COUNT), np.float32), FPS)[:n, JAW]
+                        db = energy.loudness(resample(x, sr, 16000), 16000)
+                        r_audio.append(float(np.corrcoef(frames[:, JAW], tj)[0, 1]))
+                        r_loud.append(float(np.corrcoef(loudness_jaw(db, n), tj)[0, 1]))
+            m = {"bilabials": len(closed), "closed_within_1_frame": float(np.mean(closed)) if closed else None,
+                 "open_vowels": len(opened), "opened": float(np.mean(opened)) if opened else None,
+                 "by_rate": {k: {"closed": float(np.mean(v[0])) if v[0] else None,
+                                 "opened": float(np.mean(v[1])) if v[1] else None} for k, v in by_rate.items()},
+                 "analysis_s_per_audio_s": cost / audio_s if audio_s else None, "methods": methods}
+            if r_audio:
+                m["jaw_r_vs_exact_segments"] = {"from_audio": float(np.median(r_audio)),
+                                                "loudness_only": float(np.median(r_loud))}
+            out[mode] = m
+        res[vname] = out
+    return res
+
+
 def plot_line(path: Path, text: str = "Maybe my big brother can help, pal; the moon is bright.") -> None:
     """One espeak-ng line: the voice's loudness, the mouth's lip gap and pucker, word starts."""
     import matplotlib
@@ -349,6 +550,44 @@ def plot_line(path: Path, text: str = "Maybe my big brother can help, pal; the m
     plt.close(fig)
 
 
+def plot_audio_line(path: Path, text: str = "Maybe my big brother can help, pal; the moon is bright.") -> None:
+    """One festival (kal) line: loudness, the lip gap from the audio with the text and without it,
+    JawOpen from loudness alone, and festival's own p/b/m spans."""
+    import tempfile
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from runtime.audio import energy, track
+    from runtime.audio.wav import read_wav, resample
+
+    with tempfile.TemporaryDirectory() as tmp:
+        (wav, segs), = festival_lines("kal", [text], 1.0, Path(tmp))
+        x, sr = read_wav(wav)
+    n = int(len(x) / sr * FPS) + 1
+    t = np.arange(n) / FPS
+    db = energy.loudness(resample(x, sr, 16000), 16000)
+    fig, ax = plt.subplots(figsize=(12, 4.6), dpi=90)
+    lv = np.clip((db - energy.SILENCE_DB) / (0 - energy.SILENCE_DB), 0, 1)
+    ax.fill_between(np.arange(len(lv)) * energy.HOP, 0, lv, color="0.85", label="voice loudness (festival kal)")
+    for label, txt, lw in (("with the text (aligned)", text, 1.8), ("audio alone (recognised)", None, 1.2)):
+        frames = track.analyse(x, sr, txt).plan().apply(np.zeros((n, C.COUNT), np.float32), FPS)[:n]
+        ax.plot(t, lips(frames), lw=lw, label=f"JawOpen − MouthClose, {label}")
+    ax.plot(t, loudness_jaw(db, n), lw=1.0, ls="--", label="JawOpen from loudness alone")
+    ax.axhline(CLOSED, color="k", lw=0.6, ls=":")
+    for name, a, b in segs:
+        if name in FESTIVAL_BILABIALS:
+            ax.plot([a, b], [-0.04, -0.04], color="crimson", lw=3)
+    ax.set_xlabel("seconds (red: festival's own p/b/m spans; dotted: lips touch below 0.05)")
+    ax.set_ylim(-0.08, 1.05)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize=8, ncol=2, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--takes", type=int, default=200)
@@ -356,7 +595,20 @@ def main() -> int:
     ap.add_argument("--no-espeak", action="store_true", help="skip the real-voice check")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--plot", type=Path, help="also draw one espeak-ng line to this PNG")
+    ap.add_argument("--audio", action="store_true", help="also the mouth from audio (espeak-ng, festival)")
+    ap.add_argument("--audio-only", action="store_true", help="only the mouth from audio")
+    ap.add_argument("--sentences", type=int, default=len(SENTENCES), help="--audio: how many of the sentences")
+    ap.add_argument("--plot-audio", type=Path, help="draw one festival line's mouth from audio to this PNG, exit")
     args = ap.parse_args()
+    if args.plot_audio:
+        plot_audio_line(args.plot_audio)
+        return 0
+    if args.audio_only:
+        result = {"audio": audio_alignment(SENTENCES[: args.sentences])}
+        print(json.dumps(result, indent=2))
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=2))
+        return 0
     if args.plot:
         plot_line(args.plot)
     c = cost()  # first: it times the dictionary load
@@ -365,6 +617,8 @@ def main() -> int:
     result = {"alignment": a, "rules": r, "cost": c}
     if not args.no_espeak:
         result["espeak"] = espeak_alignment()
+    if args.audio:
+        result["audio"] = audio_alignment(SENTENCES[: args.sentences])
     print(json.dumps(result, indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

@@ -23,11 +23,20 @@ tracked face, 15.9 per minute; the range-of-motion takes are posed, so left out)
 * closing (10 % -> peak) median 89 ms, opening (peak -> 10 %) median 117 ms, whole blink median
   207 ms (p10 162 ms, p90 358 ms): lids close faster than they open;
 * depth: median 0.59 in the tracker's units. A 30 Hz tracker misses the fully closed instant and
-  ARKit under-reads closed lids, so a rendered blink closes fully (0.9-1.0) instead.
+  ARKit under-reads closed lids; a rendered blink goes deeper (0.7-0.95: deep enough to close a
+  rig's eyes, and with 0.9-1.0 the lids moved 40 % faster than captured ones, tools/eval_realism.py).
 
-Saccade and breathing numbers are not in the recordings (their eye/head rotation columns are zero):
-fixations of about a second between small gaze shifts (a few degrees, 2-3 frames long, following
-the saccadic main sequence of ~21 ms + 2.2 ms per degree) and 12-20 breaths a minute at rest.
+Saccades were measured from the recordings' EyeLook channels (their rotation columns are zero)
+with ``python tools/measure_saccades.py``: numbers and the gaze's intent while talking are in
+:mod:`runtime.animate.gaze`; durations follow the saccadic main sequence (~21 ms + 2.2 ms per
+degree). Breathing: 12-20 breaths a minute at rest.
+
+Over those, the layers that make a face move like a captured one (each its own module, each
+measured from the recordings by ``tools/measure_coupling.py``, each with a strength a user can set,
+0 = off): :mod:`~runtime.animate.asymmetry` (left and right not mirror images), the resting
+``tone`` of a real face, :mod:`~runtime.animate.micro` (holds that breathe) and
+:mod:`~runtime.animate.coupling` (neighbour channels brought along). A frame goes: expression ->
+asymmetry -> tone -> gaze, drift, breath -> micro-motion -> blinks -> coupling -> clamp.
 """
 
 from __future__ import annotations
@@ -38,6 +47,10 @@ import math
 import numpy as np
 
 from runtime import channels
+from runtime.animate import capture, gaze
+from runtime.animate.asymmetry import Asymmetry
+from runtime.animate.coupling import Coupling
+from runtime.animate.micro import Micro
 
 # measured (tools/measure_blinks.py), see the module docstring
 BLINK_INTERVAL_MU = 1.195  # ln seconds; exp(mu) = 3.3 s, median of the fit
@@ -46,14 +59,19 @@ BLINK_INTERVAL_MIN = 0.75  # the shortest measured interval was 0.77 s
 BLINK_INTERVAL_MAX = 12.0
 BLINK_CLOSE = 0.089  # s, 10 % -> peak
 BLINK_OPEN = 0.117  # s, peak -> 10 %
+BLINK_DEPTH = (0.7, 0.95)  # uniform range of a blink's depth (see the module docstring)
 BLINK_JITTER = 0.25  # sigma of ln(duration) around those medians (p10/p90 spread of the takes)
 # a smoothstep spends 20 % of its time below 10 %: stretch so the 10 %..peak part matches
 _SMOOTH_10 = 0.196
 
-# not measurable from the recordings (rotation columns are zero): common values at rest
-SACCADE_INTERVAL_MU = float(np.log(1.1))  # ln seconds between gaze shifts
-SACCADE_INTERVAL_SIGMA = 0.5
-SACCADE_RECENTRE = 0.35  # chance a shift goes back to the listener (the centre)
+# measured from the EyeLook channels (tools/measure_saccades.py, see runtime.animate.gaze)
+SACCADE_INTERVAL_MU = gaze.SACCADE_INTERVAL_MU  # ln seconds between gaze shifts
+SACCADE_INTERVAL_SIGMA = gaze.SACCADE_INTERVAL_SIGMA
+SACCADE_RECENTRE = 0.15  # chance a shift goes back to the listener (the centre)
+SACCADE_KEEP = 0.8  # AR(1) of the targets: each keeps this much of the last ...
+SACCADE_STEP = math.sqrt(1.0 - SACCADE_KEEP ** 2)  # ... plus a step, so the spread stays the measured one
+GAZE_DEGREES = gaze.GAZE_SD_YAW  # spread of gaze targets in yaw; pitch a bit smaller
+PITCH_SHARE = gaze.GAZE_SD_PITCH / gaze.GAZE_SD_YAW
 
 _BATCH = 64  # events drawn at a time
 
@@ -112,9 +130,30 @@ class Idle:
     """Idle motion for one face. ``seed=None`` draws a fresh face each run."""
 
     def __init__(self, *, seed: int | None = None, blinks: bool = True, saccades: bool = True,
-                 breathing: bool = True, drift: bool = True, gaze_degrees: float = 4.0,
-                 drift_degrees: float = 1.5, breaths_per_minute: float = 15.0) -> None:
+                 breathing: bool = True, drift: bool = True, gaze_degrees: float = GAZE_DEGREES,
+                 drift_degrees: float = 1.5, breaths_per_minute: float = 15.0, asymmetry: float = 1.0,
+                 tone: float = 1.0, micro: float = 0.7, coupling: float = 0.4, gaze_intent: bool = True,
+                 fps: float = 60.0) -> None:
         self.rng = np.random.default_rng(seed)
+        # each life layer draws from its own seed, so switching one off leaves the others the same;
+        # drawn off a stream of their own, so a seed still gives the blinks, saccades and drift
+        # it gave before these layers existed
+        life = np.random.default_rng(None if seed is None else [seed, 0x11FE])
+        sub = [int(x) for x in life.integers(2 ** 31, size=3)]
+        self.asym = Asymmetry(asymmetry, seed=sub[0], fps=fps)
+        symmetric = not self.asym.on  # asymmetry 0: a symmetric rig, every layer mirror-symmetric
+        tone_v = capture.load()["tone"].copy()
+        if saccades:  # the eyes converge on the listener (measured, runtime.animate.gaze)
+            tone_v[[channels.INDEX["EyeLookInLeft"], channels.INDEX["EyeLookInRight"]]] += gaze.VERGENCE
+        if symmetric:
+            tone_v = 0.5 * (tone_v + tone_v[channels.MIRROR[:channels.SHAPES]])
+        self.tone = (tone_v * np.float32(max(tone, 0.0))).astype(np.float32)
+        self.micro = Micro(micro, seed=sub[1], symmetric=symmetric)
+        self.coupling = Coupling(coupling, symmetric=symmetric)
+        self.gaze_intent = gaze_intent
+        self._intent_rng = np.random.default_rng(sub[2])
+        self._intents = np.zeros((0, 5))
+        self._asym_buf = np.zeros(channels.COUNT, dtype=np.float32)
         self.blinks, self.saccades, self.breathing, self.drift = blinks, saccades, breathing, drift
         self.gaze_degrees = gaze_degrees
         # blinks: onset, closing time, opening time, depth
@@ -143,9 +182,49 @@ class Idle:
         self._add = np.zeros(N_SIGNALS - 1, dtype=np.float32)
         self._mixed = np.zeros(channels.COUNT, dtype=np.float32)
 
+    @classmethod
+    def from_config(cls, c, seed: int | None = None, fps: float = 60.0) -> Idle:
+        """From an ``[idle]`` config section (:class:`runtime.config.IdleConfig`)."""
+        return cls(seed=seed, blinks=c.blinks, saccades=c.saccades, breathing=c.breathing, drift=c.drift,
+                   gaze_degrees=c.gaze_degrees, drift_degrees=c.drift_degrees,
+                   breaths_per_minute=c.breaths_per_minute, asymmetry=c.asymmetry, tone=c.tone,
+                   micro=c.micro, coupling=c.coupling, gaze_intent=c.gaze_intent, fps=fps)
+
+    @staticmethod
+    def times(n: int, fps: float) -> np.ndarray:
+        """Times of an offline take's n frames."""
+        return np.arange(n) / float(fps)
+
+    def plan_speech(self, t0: float, plan) -> None:
+        """A line spoken from time t0 (its words in ``plan``, a SpeechPlan or None): the eyes leave
+        the listener as its thoughts begin and come back as they end. Cheap (the words of one
+        line); events more than 10 s old are dropped."""
+        if not self.gaze_intent or plan is None or not self.saccades:
+            return
+        ev = gaze.intents(plan.words, self._intent_rng, t0)
+        keep = self._intents[:, 1] > t0 - 10.0
+        self._intents = np.r_[self._intents[keep], ev]
+        self._intent_list = self._intents.tolist()
+
+    _intent_list: list = []
+
+    def _gaze1(self, t: float, yaw: float, pitch: float) -> tuple[float, float]:
+        keep, dy, dp = 1.0, 0.0, 0.0
+        for on, off, y, p, focus in self._intent_list:
+            if t <= on or t >= off + gaze.RAMP:
+                continue
+            a = min((t - on) / gaze.RAMP, 1.0)
+            b = min(max((t - off) / gaze.RAMP, 0.0), 1.0)
+            env = a * a * (3 - 2 * a) * (1.0 - b * b * (3 - 2 * b))
+            keep -= focus * env
+            dy += env * y
+            dp += env * p
+        keep = min(max(keep, 0.0), 1.0)
+        return yaw * keep + dy, pitch * keep + dp
+
     def _compose1(self, e: np.ndarray, t: float, out: np.ndarray | None) -> np.ndarray:
         """:meth:`compose` for one frame (the frame clock's path): scalar maths, a handful of
-        small array ops, about 10-20 us."""
+        small array ops over the 61 channels."""
         sig = self.signals1(t)
         look = max(float(e[_LOOK_L].max()), float(e[_LOOK_R].max()))
         if look > 0.0:
@@ -159,17 +238,24 @@ class Idle:
             for k in range(HEAD_YAW, HEAD_ROLL + 1):
                 sig[k] *= g
         res = out if out is not None else np.empty(channels.COUNT, dtype=np.float32)
+        x = self.asym.step(e, self._asym_buf) if self.asym.on else e
         self._add[:] = sig[1:]
         np.dot(MIX, self._add, out=self._mixed)
-        np.add(e, self._mixed, out=res)
+        np.add(x, self._mixed, out=res)
+        s = res[:channels.SHAPES]
+        s += self.tone * (1.0 - s)
+        if self.micro.on:
+            s += self.micro.sample1(t)
         b = sig[BLINK]
         if b > 0.0:
             for j in _BLINK_IX:
-                v = float(e[j])
+                v = float(res[j])
                 res[j] = v + (1.0 - v) * b
             for j in _WIDE_IX:
-                res[j] = float(e[j]) * (1.0 - b)
+                res[j] = float(res[j]) * (1.0 - b)
         np.clip(res, channels.LOW, channels.HIGH, out=res)
+        if self.coupling.on:
+            self.coupling.apply(res, out=res)
         return res
 
     # schedules ----------------------------------------------------------------------------------
@@ -181,23 +267,34 @@ class Idle:
             gap = np.clip(np.exp(r.normal(BLINK_INTERVAL_MU, BLINK_INTERVAL_SIGMA, _BATCH)),
                           BLINK_INTERVAL_MIN, BLINK_INTERVAL_MAX)
             gap = np.maximum(gap, close + opening + 0.1)  # blinks never overlap
-            start = self._b_on[-1] if len(self._b_on) else r.uniform(0.3, 2.0) - gap[0]
+            # the first blink falls anywhere in the first interval, as if the face had blinked
+            # before the take began (a first blink within 2 s made short takes blink too often)
+            start = self._b_on[-1] if len(self._b_on) else -r.uniform(0.0, 1.0) * gap[0]
             self._b_on = np.r_[self._b_on, start + np.cumsum(gap)]
             self._b_close = np.r_[self._b_close, close]
             self._b_open = np.r_[self._b_open, opening]
-            self._b_depth = np.r_[self._b_depth, r.uniform(0.9, 1.0, _BATCH)]
+            self._b_depth = np.r_[self._b_depth, r.uniform(*BLINK_DEPTH, _BATCH)]
         self._b_list = [x.tolist() for x in (self._b_on, self._b_close, self._b_open, self._b_depth)]
 
     def _extend_saccades(self, until: float) -> None:
         while self._s_on[-1] <= until + 10.0:
             r = self.rng
-            gap = np.clip(np.exp(r.normal(SACCADE_INTERVAL_MU, SACCADE_INTERVAL_SIGMA, _BATCH)), 0.25, 5.0)
+            gap = np.clip(np.exp(r.normal(SACCADE_INTERVAL_MU, SACCADE_INTERVAL_SIGMA, _BATCH)),
+                          gaze.SACCADE_INTERVAL_MIN, gaze.SACCADE_INTERVAL_MAX)
             g = self.gaze_degrees
-            yaw = np.clip(r.normal(0, g, _BATCH), -2.5 * g, 2.5 * g)
-            pitch = np.clip(r.normal(0, 0.6 * g, _BATCH), -1.5 * g, 1.5 * g)
+            # targets wander (AR(1) with the measured spread), so most shifts are small, as in
+            # capture (median 0.11 EyeLook units), and now and then they go back to the listener
+            step_y = r.normal(0, g, _BATCH) * SACCADE_STEP
+            step_p = r.normal(0, PITCH_SHARE * g, _BATCH) * SACCADE_STEP
             home = r.random(_BATCH) < SACCADE_RECENTRE
-            yaw[home] *= 0.15
-            pitch[home] *= 0.15
+            yaw, pitch = np.empty(_BATCH), np.empty(_BATCH)
+            y0, p0 = float(self._s_yaw[-1]), float(self._s_pitch[-1])
+            for i in range(_BATCH):  # a batch of 64 events now and then, never per frame
+                keep = 0.15 if home[i] else SACCADE_KEEP
+                y0, p0 = keep * y0 + step_y[i], keep * p0 + step_p[i]
+                yaw[i], pitch[i] = y0, p0
+            yaw = np.clip(yaw, -2.5 * g, 2.5 * g)
+            pitch = np.clip(pitch, -2.0 * g * PITCH_SHARE, 2.0 * g * PITCH_SHARE)
             prev_yaw = np.r_[self._s_yaw[-1], yaw[:-1]]
             prev_pitch = np.r_[self._s_pitch[-1], pitch[:-1]]
             amplitude = np.hypot(yaw - prev_yaw, pitch - prev_pitch)
@@ -235,6 +332,7 @@ class Idle:
             s = _smooth((t - self._s_on[k]) / self._s_dur[k])
             yaw = self._s_yaw[prev] + (self._s_yaw[k] - self._s_yaw[prev]) * s
             pitch = self._s_pitch[prev] + (self._s_pitch[k] - self._s_pitch[prev]) * s
+            yaw, pitch = gaze.apply(self._intents, t, yaw, pitch)
             out[:, YAW_POS] = np.maximum(yaw, 0.0)
             out[:, YAW_NEG] = np.maximum(-yaw, 0.0)
             out[:, PITCH_POS] = np.maximum(pitch, 0.0)
@@ -270,6 +368,8 @@ class Idle:
             s = x * x * (3.0 - 2.0 * x)
             yaw = yaws[prev] + (yaws[k] - yaws[prev]) * s
             pitch = pitches[prev] + (pitches[k] - pitches[prev]) * s
+            if self._intent_list:
+                yaw, pitch = self._gaze1(t, yaw, pitch)
             out[YAW_POS], out[YAW_NEG] = max(yaw, 0.0), max(-yaw, 0.0)
             out[PITCH_POS], out[PITCH_NEG] = max(pitch, 0.0), max(-pitch, 0.0)
         if self.drift:
@@ -295,11 +395,19 @@ class Idle:
         add = sig[:, 1:].copy()
         add[:, YAW_POS - 1:PITCH_NEG] *= gaze_free[:, None]
         add[:, HEAD_YAW - 1:HEAD_ROLL] *= head_free[:, None]
-        res = e2 + (add @ MIX.T).astype(np.float32)
+        x = self.asym.apply(e2) if self.asym.on else e2
+        res = x + (add @ MIX.T).astype(np.float32)
+        s = res[:, :channels.SHAPES]
+        s += self.tone * (1.0 - s)
+        if self.micro.on:
+            s += self.micro.sample(np.broadcast_to(np.atleast_1d(t), (len(res),)))
         blink = sig[:, BLINK:BLINK + 1].astype(np.float32)
-        res[:, EYE_BLINK] = e2[:, EYE_BLINK] + (1.0 - e2[:, EYE_BLINK]) * blink
-        res[:, EYE_WIDE] = e2[:, EYE_WIDE] * (1.0 - blink)
+        res[:, EYE_BLINK] = res[:, EYE_BLINK] + (1.0 - res[:, EYE_BLINK]) * blink
+        res[:, EYE_WIDE] = res[:, EYE_WIDE] * (1.0 - blink)
         np.clip(res, channels.LOW, channels.HIGH, out=res)
+        if self.coupling.on:
+            for a in range(0, len(res), 256):  # bounded scratch: [256, 52, 52] at a time
+                self.coupling.apply(res[a:a + 256], out=res[a:a + 256])
         res = res[0] if single else res
         if out is None:
             return res

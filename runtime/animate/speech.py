@@ -37,6 +37,7 @@ from numba import njit
 
 from runtime import channels
 from runtime.animate import phonemes as ph
+from runtime.animate.gestures import Gestures
 
 # -- channels -------------------------------------------------------------------------------------
 # Owned: while speaking, speech replaces the expression here. Additive: speech adds to it (a spread
@@ -79,7 +80,44 @@ class Viseme:
     after: float  # seconds: how long it lingers after the sound
 
 
+# Calibration toward real speech capture (S88-001 in ../shared/data/recordings; measured with
+# tools/eval_realism.py): a captured jaw does not swing shut at every consonant and wide open at
+# every vowel, and lips move less than the textbook visemes; at the table's raw values our mouths
+# moved 3-5x faster than real speech. Every sound's jaw opening is drawn toward JAW_CENTRE by
+# JAW_CONTRAST (MouthClose rises by what the jaw gained, so the lips still meet at p/b/m), the
+# secondary lip shapes are scaled by LIP_GAIN (the defining ones, pucker and the f/v lip, by
+# SHAPE_GAIN: smaller, and the rule checks of tools/eval_speech.py fail), an unstressed vowel opens
+# the jaw UNSTRESSED_JAW as far as a stressed one, and every sound softer than _CRISP (not p/b/m,
+# f/v, rounding) is anticipated and carried over SPREAD times longer. JAW_CONTRAST, LIP_GAIN,
+# SHAPE_GAIN, SPREAD = 1 and UNSTRESSED_JAW = UNSTRESSED give the table as written.
+JAW_CENTRE = 0.25
+JAW_CONTRAST = 0.25
+LIP_GAIN = 0.25
+SPREAD = 1.0
+SHAPE_GAIN = 1.0
+UNSTRESSED_JAW = 0.8  # was UNSTRESSED (0.6): a jaw swing at every schwa
+_DEFINING = ("MouthPucker", "MouthRollLower")
+_CRISP = 2.0  # alpha at or above which a sound keeps its own timing (p, b, m, f, rounded vowels)
+_GAINED = ("MouthFunnel", "MouthRollUpper", "MouthShrugLower",
+           "MouthShrugUpper", "MouthPress", "MouthLowerDown", "MouthUpperUp", "MouthStretch", "MouthSmile",
+           "TongueOut")
+
+
 def _v(alpha: float, before: float, after: float, **pose: float) -> Viseme:
+    if pose:  # a sound (silence keeps the rest pose)
+        jaw = pose.get("JawOpen", 0.0)
+        lifted = JAW_CENTRE + JAW_CONTRAST * (jaw - JAW_CENTRE)
+        pose["JawOpen"] = lifted
+        if "MouthClose" in pose:
+            pose["MouthClose"] += max(lifted - jaw, 0.0)
+        for name in _GAINED:
+            if name in pose:
+                pose[name] *= LIP_GAIN
+        for name in _DEFINING:
+            if name in pose:
+                pose[name] *= SHAPE_GAIN
+        if alpha < _CRISP and "MouthPucker" not in pose:  # rounding keeps its own timing too
+            before, after = before * SPREAD, after * SPREAD
     return Viseme(_pose(**pose), alpha, before, after)
 
 
@@ -171,6 +209,7 @@ class Phone:
     start: float
     end: float
     word: int  # index into SpeechPlan.words
+    gain: float = 1.0  # jaw factor from the voice's loudness (runtime.audio): 0 silent, >1 loud
 
 
 @dataclass(frozen=True)
@@ -242,6 +281,7 @@ class SpeechPlan:
     seg_params: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))  # alpha, before, after
     env_t: np.ndarray = field(default_factory=lambda: np.array([0.0, 1.0]))  # speech weight breakpoints
     env_w: np.ndarray = field(default_factory=lambda: np.array([0.0, 0.0]))
+    gestures: Gestures | None = None  # beats (brows, nods, blinks) added on top, e.g. from the voice
 
     def __post_init__(self) -> None:
         # plain-Python and reciprocal copies for the per-frame path
@@ -301,6 +341,32 @@ class SpeechPlan:
         return cls._build(words, phones, "words", start)
 
     @classmethod
+    def from_phones(cls, phones: Sequence[tuple], start: float = 0.0, source: str = "audio") -> SpeechPlan:
+        """Plan the mouth from timed phones found in the audio (:mod:`runtime.audio`).
+
+        ``phones``: ``(phoneme, start, end, word, gain)`` tuples in time order, seconds from the
+        audio's start; ``word`` (text, may be "") and ``gain`` (jaw factor, default 1) optional.
+        The same segments, dominance blend and envelope as a plan from text; ``start`` shifts it
+        to where the audio starts in the line."""
+        start = _check_number(start, "start")
+        words: list[Word] = []
+        out: list[Phone] = []
+        last_word = None
+        for item in phones:
+            p, a, b = item[0], float(item[1]), float(item[2])
+            w = item[3] if len(item) > 3 else ""
+            g = float(item[4]) if len(item) > 4 else 1.0
+            if b <= a:
+                continue
+            if not words or w != last_word or not w:
+                words.append(Word(w, start + a, start + b))
+                last_word = w
+            else:
+                words[-1] = Word(w, words[-1].start, start + b)
+            out.append(Phone(p, start + a, start + b, len(words) - 1, g))
+        return cls._build(words, out, source, start)
+
+    @classmethod
     def _from_rate(cls, text: str, duration: float | None, start: float, rate: float) -> SpeechPlan:
         # (word, phonemes, pause after) with leading pauses dropped
         items: list[tuple[str, list[str], float]] = []
@@ -354,7 +420,7 @@ class SpeechPlan:
             if k and p.start > phones[k - 1].end:
                 add(phones[k - 1].end, p.start, sil)  # a pause between words
             base, stress = ph.split(p.phoneme)
-            j = UNSTRESSED if stress == 0 else 1.0
+            j = (UNSTRESSED_JAW if stress == 0 else 1.0) * p.gain
             a = p.start
             for name, frac in PHONEME_VISEMES.get(base, (("NN", 1.0),)):
                 b = a + frac * (p.end - p.start)
@@ -463,7 +529,11 @@ class SpeechPlan:
         if len(expression) < n:
             tail = expression[-1:] if len(expression) else np.zeros((1, channels.COUNT), np.float32)
             expression = np.concatenate([expression, np.repeat(tail, n - len(expression), axis=0)])
-        return compose(expression, self.render(fps, n), self.weight(fps, n))
+        out = compose(expression, self.render(fps, n), self.weight(fps, n))
+        if self.gestures is not None and len(self.gestures):
+            out += self.gestures.render(self.times(fps, n))
+            channels.clamp(out, out=out)
+        return out
 
     def apply_at(self, t: float, frame: np.ndarray, scratch: np.ndarray | None = None) -> np.ndarray:
         """Streaming: compose the mouth at line time t over ``frame`` (float32[61]) in place.
@@ -471,6 +541,8 @@ class SpeechPlan:
         The same arithmetic as :func:`compose`, on the driven channels only (others are left as
         they are, unclamped), in Numba. ``scratch``: optional float64[K] buffer, to allocate
         nothing per frame."""
+        if self.gestures is not None:
+            self.gestures.add_at(t, frame)
         w = self._weight_at(t)
         if w <= 0.0:
             return frame
