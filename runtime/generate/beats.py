@@ -18,15 +18,19 @@ from dataclasses import replace
 from runtime.generate import prompt as prompts
 from runtime.generate.prompt import LineRequest
 from runtime.text import split_sentences
-from runtime.text.feeling import Feeling, FeelingModel
+from runtime.text.feeling import Feeling, FeelingModel, is_narration
 
 _WORDS = re.compile(r"[A-Za-z0-9']+")
+
+
+NARRATION = 0.2  # how much the feeling model's reading counts in a stage direction (1 in speech)
 
 
 def _sub(req: LineRequest, text: str, feeling: Feeling | None) -> LineRequest:
     sub = replace(req, text=text)
     if feeling is not None:
-        sub.prior = feeling.log_prior()
+        scale = NARRATION if is_narration(req.text) else 1.0
+        sub.prior = {k: scale * v for k, v in feeling.log_prior().items()}
         sub.intensity = feeling.intensity
     return sub
 

@@ -65,6 +65,33 @@ def intensity(text: str, probs: dict[str, float]) -> float:
     return float(min(1.0, max(0.1, x)))
 
 
+_QUOTED = re.compile(r"[\"\u201c][^\"\u201d]*[\"\u201d]|(?<![A-Za-z])'[^']*'(?![A-Za-z])")
+_SPEAKER = frozenset("i i'm i'll i've i'd me my mine myself we we're we'll we've us our ours you you're you'll "
+                     "you've you'd your yours yourself ya y'all don't let's please hey oh ah ahh ugh".split())
+_THIRD = frozenset("he she they it his her their its".split())
+_DIRECTION = re.compile(r"^\s*(?:\([^)]*\)|[A-Z][A-Z]+\s*\([^)]*\)\s*:)")  # "(laughing) ...", "MARIA (sighs):"
+
+
+def is_narration(text: str) -> bool:
+    """A stage direction ("He stares at the floor, heartbroken") rather than what a character says.
+    The feeling model learned from speech; narration names its feeling in its own words, which the
+    keyframe model and the emotion-word cues read well, so the feeling model counts less there."""
+    if _DIRECTION.match(text):
+        return True
+    outside = _QUOTED.sub(" ", text)
+    if "?" in outside or "!" in outside:  # asked or exclaimed: someone is speaking
+        return False
+    words = re.findall(r"[a-z']+", outside.lower())
+    if not words or any(w in _SPEAKER for w in words):
+        return False
+    first = re.findall(r"[A-Za-z']+", outside)
+    if words[0] in _THIRD:
+        return True
+    # "Maria waves ...", "The old man sighs ...": a name or noun phrase, then a verb in -s
+    return len(first) >= 2 and first[0][0].isupper() and any(
+        w.endswith("s") and not w.endswith("ss") and "'" not in w for w in first[1:3])
+
+
 class FeelingModel:
     """The exported classifier. ``classify`` is thread-safe; ~5 ms a line on one core."""
 
