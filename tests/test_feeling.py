@@ -187,3 +187,17 @@ def test_intensity_reaches_the_levels(local, language):
 ])
 def test_very_short_sentences_are_read_with_a_neighbour(sentences, expect):
     assert beats._whole_sentences(sentences) == expect
+
+
+@pytest.mark.parametrize("text,narration", [
+    ("He slumps onto the bench, staring at his hands.", True),
+    ("Maria waves at the departing train.", True),
+    ("(sighing) Fine, take it.", True),
+    ("She shouts at him: 'Give it back!'", True),
+    ("You took the last slice again?", False),
+    ("I can't believe it worked!", False),
+    ("Don't touch the red wire.", False),
+    ("That's the best news all week!", False),
+])
+def test_stage_directions_are_told_from_speech(text, narration):
+    assert feeling_mod.is_narration(text) is narration
