@@ -478,3 +478,32 @@ def test_rate_thinning_and_rest_shift():
         assert v.min() >= 0.0 and v.max() <= 1.0
         moved = np.abs(np.percentile(v[:, :channels.SHAPES], 5, axis=0) - rest) > 0.02
         assert 0.2 < moved.mean() < 0.8
+
+
+def test_rotations_can_fall_back_to_the_spline_as_played(tmp_path):
+    """``--play-spline-channels eyes``: the nets still learn the eye rotations, the export plays
+    them on the monotone cubic (so a face whose eyes the net cannot shape is never made worse
+    there), and the rest is still reshaped."""
+    pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    sys.path.insert(0, str(ROOT / "tools"))
+    import eval_interpolator as ev
+    import train_interpolator as T
+
+    rec = tmp_path / "rec"
+    _synthetic_takes(rec, ("a", "b"))
+    out = tmp_path / "m.onnx"
+    assert T.main(["--recordings", str(rec), "--out", str(out), "--play-spline-channels", "eyes",
+                   "--save-nets"] + TINY) == 0
+    assert json.loads(out.with_suffix(".json").read_text())["played_on_the_spline"][0] == "LeftEyeYaw"
+    (s,) = ev.evaluate(ev.find_takes(rec, ["a"]), L.LearnedInterpolator(out), progress=False)
+    for rule in ev.RULES:  # (the 120 Hz phase grid's blend is all that differs)
+        assert ev.group_gain(s, rule, "eyes", "monotone_cubic") == pytest.approx(0.0, abs=0.01)
+        assert ev.group_gain(s, rule, "shapes", "monotone_cubic") != pytest.approx(0.0, abs=1e-3)
+    # the same nets again, eyes shaped this time: no retraining, and now the eyes move
+    assert T.main(["--recordings", str(rec), "--out", str(out), "--reuse-nets"] + TINY) == 0
+    (s,) = ev.evaluate(ev.find_takes(rec, ["a"]), L.LearnedInterpolator(out), progress=False)
+    assert ev.group_gain(s, "salient", "eyes", "monotone_cubic") != pytest.approx(0.0, abs=1e-3)
+    with pytest.raises(SystemExit):
+        T.main(["--recordings", str(rec), "--out", str(out), "--play-spline-channels", "HeadYaw"]
+               + TINY)

@@ -84,6 +84,7 @@ EASE = 8
 MEMBERS = 2  # seeds averaged: on unseen takes, an average is less sure of itself than one net
 REST_SHIFT = 0.0
 TRAIN_HZ = 0.0
+PLAY_SPLINE_CHANNELS: tuple[str, ...] = ()
 
 
 class Net(nn.Module):
@@ -218,6 +219,16 @@ class Net(nn.Module):
     def forward(self, features: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
         """The exported graph: features [B, F], phase [P] -> pose [B, P, C]."""
         return self.shape(features, phase[None, :].expand(features.shape[0], -1), play=True)
+
+
+def channel_list(text: str) -> list[str]:
+    """Comma-separated channel names; ``eyes`` stands for the 6 eye rotations."""
+    eyes = [channels.NAMES[i] for i in range(channels.LEFT_EYE.start, channels.COUNT)]
+    out = [x for n in text.split(",") if n for x in (eyes if n == "eyes" else [n])]
+    for n in out:
+        if n not in channels.INDEX or channels.INDEX[n] not in L.SHAPED:
+            raise argparse.ArgumentTypeError(f"{n!r} is not a channel the net shapes")
+    return out
 
 
 def fade(f: torch.Tensor, span: tuple[float, float]) -> torch.Tensor:
@@ -479,6 +490,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--spline-channels", type=lambda x: [n for n in x.split(",") if n],
                     default=list(SPLINE_CHANNELS),
                     help="comma-separated channels left to the spline (default: none)")
+    ap.add_argument("--play-spline-channels", type=channel_list, default=list(PLAY_SPLINE_CHANNELS),
+                    help="as exported only (training still learns them): comma-separated channels "
+                         "that play the monotone cubic (eyes: the 6 eye rotations; default: none)")
     ap.add_argument("--hold", type=float, nargs=2, default=HOLD, metavar=("FROM", "TO"),
                     help="segments FROM..TO seconds long fade to the straight line (0 0: never)")
     ap.add_argument("--play-fade", type=float, nargs=2, default=PLAY, metavar=("FROM", "TO"),
@@ -519,6 +533,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--loo-k", type=int, default=1, metavar="K",
                     help="with --loo: leave K takes out per model (one model per K-subset; each "
                          "take scored by the mean error of the models that never saw it)")
+    ap.add_argument("--save-nets", action="store_true",
+                    help="also save the trained nets beside --out (.pt), for --reuse-nets")
+    ap.add_argument("--reuse-nets", action="store_true",
+                    help="screening only: load the nets saved beside --out instead of training "
+                         "(what changes only as played: --play-fade, --spline-channels); the card "
+                         "then describes nets trained with the saved options")
     ap.add_argument("--loo-folds", type=int, default=0, metavar="K",
                     help="with --loo: K models instead of one per take, fold i leaving out takes "
                          "i, i+K, ... (sorted by path, so each fold holds several people's takes); "
@@ -583,14 +603,33 @@ def main(argv: list[str] | None = None) -> int:
           file=sys.stderr)
     t0 = time.perf_counter()
     nets = []
-    for k in range(a.members):
-        m, curve = train(data, a.steps, a.batch, a.lr, a.hidden, a.basis, a.context,
-                         tuple(a.spline_channels), tuple(a.hold), a.huber, a.seed + k, a.mix,
-                         a.motion, a.warp, a.ease, a.embed)
-        nets.append(m)
+    saved = a.out.with_suffix(".pt")
+    if a.reuse_nets and saved.is_file():  # screening what only changes as played: no retraining
+        state = torch.load(saved)
+        curve = state["curve"]
+        for sd in state["nets"]:
+            m = Net(a.hidden, a.basis, embed=a.embed, context=a.context, hold=tuple(a.hold),
+                    mix=a.mix, motion=a.motion, warp=a.warp, ease=a.ease)
+            keep = m.keep.clone()
+            m.load_state_dict(sd)
+            m.keep.copy_(keep)  # these options' channels left to the spline, not the saved ones
+            m.keep[[list(L.SHAPED).index(channels.INDEX[n]) for n in a.spline_channels]] = 0.0
+            nets.append(m.eval())
+        print(f"reusing the nets of {saved} (trained with {state['trained_with']})", file=sys.stderr)
+    else:
+        for k in range(a.members):
+            m, curve = train(data, a.steps, a.batch, a.lr, a.hidden, a.basis, a.context,
+                             tuple(a.spline_channels), tuple(a.hold), a.huber, a.seed + k, a.mix,
+                             a.motion, a.warp, a.ease, a.embed)
+            nets.append(m)
+        if a.save_nets:
+            torch.save({"nets": [m.state_dict() for m in nets], "curve": curve,
+                        "trained_with": resolved(a)}, saved)
     for m in nets:
         m.play = tuple(a.play_fade)
         m.play_target = a.play_target
+        # as played only: these channels fall back to the spline (the nets learned them anyway)
+        m.keep[[list(L.SHAPED).index(channels.INDEX[n]) for n in a.play_spline_channels]] = 0.0
     net = nets[0] if len(nets) == 1 else Ensemble(nets).eval()
     train_s = time.perf_counter() - t0
 
@@ -633,7 +672,7 @@ def model_options(argv: list[str]) -> list[str]:
 def resolved(a) -> dict:
     """Every option that shapes the model, as parsed (so defaults count too)."""
     skip = ("recordings", "val", "out", "loo", "loo_card", "loo_k", "loo_folds", "lopo",
-            "lopo_card")
+            "lopo_card", "save_nets", "reuse_nets")
     return json.loads(json.dumps({k: v for k, v in sorted(vars(a).items()) if k not in skip},
                                  default=str))
 
@@ -682,7 +721,7 @@ def leave_one_out(a, argv: list[str]) -> int:
 def leave_person_out(a, argv: list[str]) -> int:
     """Train a model per person on everyone else's takes, same options, and score each take
     with the model that never saw its person (``DIR/lopo.json``)."""
-    rest = model_options(argv) + ["--recordings", str(a.recordings)]
+    rest = model_options(argv) + ["--recordings", str(a.recordings), "--save-nets"]
     paths = ev.find_takes(a.recordings)
     who = sorted({ev.person_of(p) for p in paths})
     if len(who) < 2:
@@ -913,6 +952,7 @@ def model_card(a, net, train_paths, val_paths, data, n_frames, train_s, curve, s
                f"{a.play_fade[1]} s (not in training)" if a.play_fade[1] > 0 else "")),
                   "parameters": sum(p.numel() for p in net.parameters()), "opset": OPSET},
         "spline_channels": list(a.spline_channels),
+        "played_on_the_spline": list(a.play_spline_channels),
         "hold_fade_seconds": list(a.hold),
         "play_fade_seconds": list(a.play_fade),
         "features": {"version": L.FEATURE_VERSION, "count": L.FEATURES,
