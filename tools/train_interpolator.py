@@ -609,6 +609,7 @@ def main(argv: list[str] | None = None) -> int:
           file=sys.stderr)
     t0 = time.perf_counter()
     nets = []
+    a.out.parent.mkdir(parents=True, exist_ok=True)
     saved = a.out.with_suffix(".pt")
     if a.reuse_nets and saved.is_file():  # screening what only changes as played: no retraining
         state = torch.load(saved)
