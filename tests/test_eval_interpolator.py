@@ -155,3 +155,96 @@ def test_error_by_segment_length(tmp_path, capsys):
     assert scores[0].by_length[("uniform", "linear")][[0, 1, 3, 4]].sum() == 0
     assert ev.main(["--recordings", str(tmp_path), "--by-length", "--model", str(tmp_path / "x")]) == 0
     assert "squared error by segment length" in capsys.readouterr().out
+
+
+def write_calibrated(path: Path, t: np.ndarray, v: np.ndarray, fps_tc: int = 60) -> None:
+    """A Live Link Face "calibrated" export as the second person's takes are: header spelled
+    ``BlendshapeCount``, a timecode counting ``fps_tc`` frames a second with a sub-frame fraction,
+    Apple's column order."""
+    order = [channels.INDEX[n] for n in APPLE]
+    start = 18 * 3600 + 43 * 60 + 58.0
+    rows = []
+    for x, row in zip(t, v):
+        whole, frac = divmod(start + x, 1.0)
+        s, (ff, milli) = int(whole), divmod(int(round(frac * fps_tc * 1000)), 1000)
+        rows.append(f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}:{ff:02d}.{milli:03d},61,"
+                    + ",".join(f"{y:.10f}" for y in row[order]))
+    path.write_text("Timecode,BlendshapeCount," + ",".join(APPLE) + "\n" + "\n".join(rows) + "\n")
+
+
+def calibrated_face(seconds: float = 6.0, fps: float = 60.0) -> tuple[np.ndarray, np.ndarray]:
+    t, v = corners(seconds, fps)
+    v[:, [channels.INDEX[n] for n in ("MouthLeft", "TongueOut", "BrowDownLeft")]] = 0.0
+    head = channels.HEAD
+    v[:, head] = 0.2 * np.sin(2 * np.pi * 0.7 * t[:, None] + np.arange(3))  # a head that moves
+    return t + 0.0123, v  # the capture starts mid-frame: sub-frame timecodes
+
+
+def test_calibrated_60hz_export_of_a_second_person(tmp_path, capsys):
+    (tmp_path / "animavr").mkdir()
+    t, v = calibrated_face()
+    path = tmp_path / "animavr" / "MySlate_1_iPhone_cal.csv"
+    write_calibrated(path, t, v)
+    assert ev.timecode_rate(path) == 60.0
+    (run,) = ev.runs_of(path)  # the lower-case s does not matter: the column is read by position
+    assert len(run.times) == len(t)
+    np.testing.assert_allclose(np.diff(run.times), 1 / 60, atol=2e-5)  # time from the timecode
+    np.testing.assert_allclose(run.values, v, atol=1e-6)
+    spline = ev.LearnedInterpolator(tmp_path / "none.onnx")
+    (s,) = ev.evaluate([path], spline, progress=False)
+    assert s.person == "animavr"
+    # three constant-zero shapes (and corners()' constant one) are not scored; the moving head
+    # is, and on its own too
+    assert s.sums[("salient", "linear")].n == (len(t) - s.keys["salient"]) * (channels.COUNT - 4)
+    assert s.groups[("salient", "linear", "head")].n == (len(t) - s.keys["salient"]) * 3
+    assert s.groups[("uniform", "monotone_cubic", "head")].rmse > 1e-3
+    assert ev.group_gain(s, "salient", "head", "monotone_cubic") == pytest.approx(0.0, abs=1e-4)
+    out = run_json(capsys, "--recordings", str(tmp_path), "--model", str(tmp_path / "none.onnx"))
+    assert out["frames"] == len(t) and "per_person" not in out  # one person
+
+
+def test_the_shipped_model_keeps_head_rotation_on_the_spline(tmp_path):
+    t, v = calibrated_face(8.0)
+    v[:, :channels.SHAPES] = np.clip(v[:, :channels.SHAPES] ** 2, 0, 1)  # curves, not corners
+    write_calibrated(tmp_path / "a.csv", t, v)
+    (s,) = ev.evaluate([tmp_path / "a.csv"], ev.LearnedInterpolator(), progress=False)
+    for rule in ev.RULES:  # the real model: not a hair different on the head, reshaped elsewhere
+        assert ev.group_gain(s, rule, "head", "monotone_cubic") == pytest.approx(0.0, abs=1e-6)
+        assert s.groups[(rule, "learned", "shapes")].rmse != pytest.approx(
+            s.groups[(rule, "monotone_cubic", "shapes")].rmse, rel=1e-4)
+
+
+def test_a_timecode_counting_30_frames_a_second_is_read_at_30(tmp_path):
+    t, v = calibrated_face(4.0, fps=30.0)
+    write_calibrated(tmp_path / "a.csv", t, v, fps_tc=30)
+    assert ev.timecode_rate(tmp_path / "a.csv") == 30.0
+    (run,) = ev.runs_of(tmp_path / "a.csv")
+    assert run.times[-1] - run.times[0] == pytest.approx(t[-1] - t[0], abs=1e-3)  # not half speed
+
+
+def test_rows_whose_time_does_not_advance_are_dropped(tmp_path, caplog):
+    t, v = calibrated_face(3.0)
+    t2 = t.copy()
+    t2[50] = t2[49]  # a repeated timecode
+    write_calibrated(tmp_path / "a.csv", t2, v)
+    (run,) = ev.runs_of(tmp_path / "a.csv")  # one run still: a dropped row is not a tracking loss
+    assert len(run.times) == len(t) - 1 and (np.diff(run.times) > 0).all()
+    assert "do not advance" in caplog.text or "does not advance" in caplog.text
+
+
+def test_two_people_pooled_apart_and_per_person_models(tmp_path, capsys):
+    for who in ("p1", "p2"):
+        (tmp_path / who).mkdir()
+        t, v = calibrated_face(4.0)
+        write_calibrated(tmp_path / who / f"{who}_take.csv", t, v)
+    models = tmp_path / "lopo"
+    models.mkdir()
+    (models / "p1.onnx").write_bytes(b"broken")
+    common = ["--recordings", str(tmp_path), "--person-models", str(models)]
+    assert ev.main(common) == 2
+    assert "no model for ['p2']" in capsys.readouterr().err
+    (models / "p2.onnx").write_bytes(b"broken")
+    assert ev.main([*common, "--json"]) == 0
+    text = capsys.readouterr().out
+    assert "*p1 pooled*" in text and "*p2 pooled*" in text
+    assert set(json.loads(text.strip().splitlines()[-1])["per_person"]) == {"p1", "p2"}

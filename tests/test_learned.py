@@ -132,10 +132,15 @@ def test_model_card_matches_the_runtime():
     assert card["features"]["version"] == L.FEATURE_VERSION
     assert card["features"]["count"] == L.FEATURES
     # figures on takes the model never saw: its validation takes, or (a model of every take)
-    # leave one take out over all of them
+    # leave one take (or one person) out over all of them
     held_out = card["eval"]["validation"]["summary"].get("takes", 0)
     loo = card.get("leave_one_take_out", {}).get("per_take_percent", {})
-    assert held_out > 0 or sorted(loo) == sorted(card["data"]["train_takes"])
+    lopo = [k.split("/")[-1] for k in card.get("leave_one_person_out", {}).get("per_take_percent", {})]
+    assert (held_out > 0 or sorted(loo) == sorted(card["data"]["train_takes"])
+            or sorted(lopo) == sorted(card["data"]["train_takes"]))
+    if "leave_one_person_out" in card:  # the verdict decides the default line
+        met = card["leave_one_person_out"]["verdict"] == "met"
+        assert card["default"].startswith("learned is the default") == met
 
 
 @pytest.mark.parametrize("content", [None, b"", b"not an onnx file at all"])
@@ -397,3 +402,113 @@ def test_leave_two_out_and_a_model_of_every_take(tmp_path, capsys):
     assert card["data"]["train_takes"] == ["a", "b", "c"] and card["data"]["validation_takes"] == []
     assert card["data"]["split"].startswith("none held out")
     assert card["default"].startswith("NOT the default")  # no held-out figure: nothing is met
+
+
+def test_leave_one_person_out_and_its_card(tmp_path, capsys):
+    """``--lopo DIR`` trains one model per person (the folder of a take) on everyone else and
+    judges each person by the issue's rule; the card quotes that table only if it was made with
+    the same options, and its verdict decides the card's default line."""
+    pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    sys.path.insert(0, str(ROOT / "tools"))
+    import train_interpolator as T
+
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    _synthetic_takes(rec / "p1", ("a", "b"))
+    _synthetic_takes(rec / "p2", ("c",))
+    lopo = tmp_path / "lopo"
+    assert T.main(["--recordings", str(rec), "--lopo", str(lopo)] + TINY) == 0
+    assert sorted(p.name for p in lopo.glob("*.onnx")) == ["p1.onnx", "p2.onnx"]
+    result = json.loads((lopo / "lopo.json").read_text())
+    assert sorted(result["per_person_percent"]) == ["p1", "p2"]
+    assert sorted(result["per_take_percent"]) == ["p1/a", "p1/b", "p2/c"]
+    # rotations move in these takes: they are judged against the cubic, take by take
+    assert set(result["rotation_vs_monotone_cubic_percent"]) == {"a eyes", "b eyes", "c eyes",
+                                                                   "a head", "b head", "c head"}
+    assert all(v == pytest.approx(0.0, abs=0.01)  # head rotation keeps the spline
+               for k, vals in result["rotation_vs_monotone_cubic_percent"].items() if "head" in k
+               for v in vals)
+    # ten steps cannot beat the spline by 5%: the verdict names what misses
+    assert result["verdict"].startswith("not met: ") and "(< +5%)" in result["verdict"]
+    with pytest.raises(SystemExit):  # made with other options: refused
+        T.main(["--recordings", str(rec), "--lopo-card", str(lopo / "lopo.json"),
+                "--out", str(tmp_path / "x.onnx"), "--steps", "11", "--members", "1",
+                "--augment", "0"])
+    assert "was made with options" in capsys.readouterr().err
+    out = tmp_path / "m.onnx"
+    assert T.main(["--recordings", str(rec), "--lopo-card", str(lopo / "lopo.json"),
+                   "--out", str(out)] + TINY) == 0
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["leave_one_person_out"]["verdict"] == result["verdict"]
+    assert card["default"].startswith("NOT the default: ")
+    assert "p1 (2 takes), p2 (1 takes)" in card["data"]["recordings"]
+
+
+def test_leave_takes_out_in_folds(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    sys.path.insert(0, str(ROOT / "tools"))
+    import train_interpolator as T
+
+    rec = tmp_path / "rec"
+    _synthetic_takes(rec, ("a", "b", "c"))
+    loo = tmp_path / "loo"
+    assert T.main(["--recordings", str(rec), "--loo", str(loo), "--loo-folds", "2"] + TINY) == 0
+    assert sorted(p.name for p in loo.glob("*.onnx")) == ["fold0.onnx", "fold1.onnx"]
+    result = json.loads((loo / "loo.json").read_text())
+    assert result["folds"] == 2 and sorted(result["per_take_percent"]) == ["a", "b", "c"]
+    assert T.main(["--recordings", str(rec), "--loo", str(loo), "--loo-folds", "5"] + TINY) == 2
+
+
+def test_rate_thinning_and_rest_shift():
+    """A 60 Hz run thinned to 30 Hz gives about half the in-between frames per segment;
+    a shifted rest keeps every value in range and moves some shapes' resting values."""
+    pytest.importorskip("torch")
+    sys.path.insert(0, str(ROOT / "tools"))
+    import eval_interpolator as ev
+    import train_interpolator as T
+
+    t = np.arange(0, 1201) / 60.0
+    walk = np.cumsum(np.random.default_rng(3).normal(0, 0.02, (len(t), channels.COUNT)), axis=0)
+    run = ev.Run("x", t, np.clip(0.3 + walk, 0.0, 1.0))
+    full = T.build([run], np.random.default_rng(0))
+    thin = T.build([run], np.random.default_rng(0), train_hz=30.0)
+    per_full = sum(map(len, full.seg)) / full.count
+    per_thin = sum(map(len, thin.seg)) / thin.count
+    assert 0.45 < per_thin / per_full < 0.55
+    copies = list(T.variants(run, np.random.default_rng(1), 3, rest_shift=0.1))
+    rest = np.percentile(run.values[:, :channels.SHAPES], 5, axis=0)
+    for _, v in copies[1:]:
+        assert v.min() >= 0.0 and v.max() <= 1.0
+        moved = np.abs(np.percentile(v[:, :channels.SHAPES], 5, axis=0) - rest) > 0.02
+        assert 0.2 < moved.mean() < 0.8
+
+
+def test_rotations_can_fall_back_to_the_spline_as_played(tmp_path):
+    """``--play-spline-channels eyes``: the nets still learn the eye rotations, the export plays
+    them on the monotone cubic (so a face whose eyes the net cannot shape is never made worse
+    there), and the rest is still reshaped."""
+    pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    sys.path.insert(0, str(ROOT / "tools"))
+    import eval_interpolator as ev
+    import train_interpolator as T
+
+    rec = tmp_path / "rec"
+    _synthetic_takes(rec, ("a", "b"))
+    out = tmp_path / "m.onnx"
+    assert T.main(["--recordings", str(rec), "--out", str(out), "--play-spline-channels", "eyes",
+                   "--save-nets"] + TINY) == 0
+    assert json.loads(out.with_suffix(".json").read_text())["played_on_the_spline"][0] == "LeftEyeYaw"
+    (s,) = ev.evaluate(ev.find_takes(rec, ["a"]), L.LearnedInterpolator(out), progress=False)
+    for rule in ev.RULES:  # (the 120 Hz phase grid's blend is all that differs)
+        assert ev.group_gain(s, rule, "eyes", "monotone_cubic") == pytest.approx(0.0, abs=0.01)
+        assert ev.group_gain(s, rule, "shapes", "monotone_cubic") != pytest.approx(0.0, abs=1e-3)
+    # the same nets again, eyes shaped this time: no retraining, and now the eyes move
+    assert T.main(["--recordings", str(rec), "--out", str(out), "--reuse-nets"] + TINY) == 0
+    (s,) = ev.evaluate(ev.find_takes(rec, ["a"]), L.LearnedInterpolator(out), progress=False)
+    assert ev.group_gain(s, "salient", "eyes", "monotone_cubic") != pytest.approx(0.0, abs=1e-3)
+    with pytest.raises(SystemExit):
+        T.main(["--recordings", str(rec), "--out", str(out), "--play-spline-channels", "HeadYaw"]
+               + TINY)

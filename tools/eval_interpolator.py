@@ -3,8 +3,13 @@
     python tools/eval_interpolator.py [--recordings DIR] [--take NAME ...] [--json] [--plot PNG]
 
 Every Live Link Face CSV under DIR (recursively) is read with the runtime's own reader (columns by
-name, times from the timecode, values clamped); tracking-loss rows and time gaps over 0.25 s split
-a take into runs, and each run is judged on its own. Keys are chosen by one fixed rule, the same
+name, times from the timecode, values clamped; the ``BlendShapeCount`` column is read by position,
+whatever its spelling); tracking-loss rows and time gaps over 0.25 s split a take into runs, and
+each run is judged on its own. Times come from the timecode, never the row number: 30 Hz takes
+(frames stepping by 2 of a 60-per-second timecode), true 60 Hz takes, and takes whose timecode
+counts another rate (its frame field never passing 23, 24, 29 or 49: read at that rate) all play
+in seconds; a row whose time does not advance is dropped. The folder a take lies in names its
+person (``--person-models``, per-person rows). Keys are chosen by one fixed rule, the same
 for every method, and always include both ends of a run:
 
 - salient: Ramer–Douglas–Peucker over the multichannel curve, run by error (the sample farthest,
@@ -17,11 +22,14 @@ The methods rebuild every frame from the keys: linear; Catmull-Rom (Hermite with
 (y[k+1] - y[k-1]) / (t[k+1] - t[k-1]), one-sided at the ends: it overshoots); monotone_cubic (the
 runtime's spline, Fritsch–Carlson with zero end tangents); learned (the ONNX interpolator, played
 exactly as the timeline plays it; the spline again if the model is missing). Scores are pooled over
-non-key frames and the take's live channels (those that move at all): RMSE, mean absolute velocity
+non-key frames and the take's live channels (those that move at all: a calibrated export's
+constant-zero channels, or head rotation streamed off, are not scored): RMSE, mean absolute velocity
 error (units per second, central differences), and overshoot (fraction of samples outside the
 channel's range; reconstructions are scored unclamped). ``rmse``, ``velocity_error`` and
 ``overshoot`` use the salient keys, ``rmse_uniform`` the uniform ones; ``frames`` counts the valid
-frames read. With ``--json`` the last line printed is that one JSON object.
+frames read. The same sums are also kept per channel group (blendshapes, eye rotation, head
+rotation) so that a take with head or eye motion shows what each method does on those channels.
+With ``--json`` the last line printed is that one JSON object.
 """
 
 from __future__ import annotations
@@ -54,6 +62,13 @@ KEYS_PER_SECOND = 2.0
 UNIFORM_STEP = 0.5
 MAX_GAP = 0.25  # seconds without a sample that split a run (dropped frames are ~1/30 s)
 DEFAULT_RECORDINGS = ROOT.parent / "shared" / "data" / "recordings"
+# channel groups scored apart as well as together: head rotation keeps the spline in the runtime,
+# and a take with head motion must show it is not made worse there
+GROUPS = {"shapes": np.arange(channels.SHAPES),
+          "eyes": np.r_[np.arange(channels.LEFT_EYE.start, channels.LEFT_EYE.stop),
+                        np.arange(channels.RIGHT_EYE.start, channels.RIGHT_EYE.stop)],
+          "head": np.arange(channels.HEAD.start, channels.HEAD.stop)}
+TIMECODE_RATES = (24.0, 25.0, 30.0, 50.0, 60.0)
 
 
 # runs and keys ----------------------------------------------------------------------------------
@@ -71,13 +86,53 @@ def find_takes(root: Path, names: list[str] | None = None) -> list[Path]:
     return paths
 
 
+def person_of(path: Path) -> str:
+    """Whose face a take is: the folder it lies in (shared/data/recordings/<person>/take.csv)."""
+    return path.parent.name
+
+
+def timecode_rate(path: Path) -> float:
+    """Frames per second the take's timecode counts (``HH:MM:SS:FF.fff``): Live Link Face counts
+    60, whatever the capture rate (30 Hz takes step FF by 2); a timecode whose FF never passes 29
+    over several seconds counts 30 (and so on for 24, 25, 50), and reading it at 60 would play
+    the take at half speed."""
+    ff, secs = [], set()
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        next(fh, None)
+        for line in fh:
+            parts = line.split(",", 1)[0].split(":")
+            if len(parts) != 4:
+                continue
+            try:
+                ff.append(float(parts[3]))
+            except ValueError:
+                continue
+            secs.add(parts[2])
+    if len(secs) < 3 or not ff:  # too short to tell: the app's own rate
+        return 60.0
+    top = int(max(ff)) + 1
+    return next((r for r in TIMECODE_RATES if top <= r), 60.0)
+
+
 def runs_of(path: Path) -> list[Run]:
     """The take's stretches of valid, closely spaced frames (at least 3 frames each)."""
-    take = read_take(path)
+    rate = timecode_rate(path)
+    if rate != 60.0:
+        log.info("%s: timecode counts %g frames a second", path.name, rate)
+    take = read_take(path, fps=rate)
     idx = np.flatnonzero(take.valid)
     if len(idx) == 0:
         return []
-    split = (np.diff(idx) > 1) | (np.diff(take.times[idx]) > MAX_GAP)
+    # a row whose time does not advance (a repeated timecode) has no place on the time axis
+    keep = np.r_[True, np.diff(take.times[idx]) > 1e-6]
+    if not keep.all():
+        log.warning("%s: dropping %d rows whose time does not advance", path.name,
+                    int((~keep).sum()))
+        while not keep.all():  # against the last kept row, not merely the previous one
+            idx = idx[keep]
+            keep = np.r_[True, np.diff(take.times[idx]) > 1e-6]
+    lost = np.cumsum(~take.valid)  # a tracking-loss row between two kept rows splits them
+    split = (np.diff(lost[idx]) > 0) | (np.diff(take.times[idx]) > MAX_GAP)
     runs = []
     for g in np.split(idx, np.flatnonzero(split) + 1):
         if len(g) >= 3:
@@ -196,6 +251,9 @@ class TakeScore:
     sums: dict[tuple[str, str], Sums] = field(default_factory=dict)
     # squared error summed by the length of the segment a frame lies in: (rule, method) -> [bins]
     by_length: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+    # the same sums per channel group (GROUPS), only for groups with live channels in this take
+    groups: dict[tuple[str, str, str], Sums] = field(default_factory=dict)
+    person: str = ""
 
 
 LENGTH_BINS = (0.25, 0.5, 1.0, 2.0)  # segment-length bin edges, seconds (and one bin past the last)
@@ -222,6 +280,13 @@ def score_run(run: Run, live: np.ndarray, learned: LearnedInterpolator | None,
             out = (yl < channels.LOW[live] - 1e-6) | (yl > channels.HIGH[live] + 1e-6)
             score.sums.setdefault((rule, method), Sums()).add(
                 Sums(float((err ** 2).sum()), float(np.abs(verr).sum()), int(out.sum()), err.size))
+            cols = np.flatnonzero(live)
+            for g, members in GROUPS.items():
+                m = np.isin(cols, members)
+                if m.any():
+                    score.groups.setdefault((rule, method, g), Sums()).add(
+                        Sums(float((err[:, m] ** 2).sum()), float(np.abs(verr[:, m]).sum()),
+                             int(out[:, m].sum()), int(err[:, m].size)))
 
 
 def evaluate(paths: list[Path], learned: LearnedInterpolator | None,
@@ -243,7 +308,8 @@ def evaluate(paths: list[Path], learned: LearnedInterpolator | None,
         allv = np.concatenate([r.values for r in runs])
         live = (allv.max(axis=0) - allv.min(axis=0)) > 1e-6
         s = TakeScore(p.stem, frames=sum(len(r.times) for r in runs),
-                      seconds=sum(float(r.times[-1] - r.times[0]) for r in runs))
+                      seconds=sum(float(r.times[-1] - r.times[0]) for r in runs),
+                      person=person_of(p))
         t0 = time.perf_counter()
         for r in runs:
             score_run(r, live, learned, s)
@@ -280,6 +346,35 @@ def gain(sums: dict[tuple[str, str], Sums], rule: str) -> float:
     return 100.0 * (1.0 - sums[(rule, "learned")].rmse / best)
 
 
+def group_gain(score: TakeScore, rule: str, group: str, against: str | None = None) -> float | None:
+    """Learned RMSE below the best spline (or ``against``) on one channel group of one take,
+    percent; None where the take has no live channel in that group (or nothing to lose: the
+    spline is exact there)."""
+    g = score.groups
+    if (rule, "learned", group) not in g:
+        return None
+    ref = (g[(rule, against, group)].rmse if against else
+           min(g[(rule, m, group)].rmse for m in SPLINES))
+    if ref <= 0.0:
+        return None
+    return 100.0 * (1.0 - g[(rule, "learned", group)].rmse / ref)
+
+
+def pooled_groups(scores: list[TakeScore]) -> dict[tuple[str, str, str], Sums]:
+    total: dict[tuple[str, str, str], Sums] = {}
+    for s in scores:
+        for key, v in s.groups.items():
+            total.setdefault(key, Sums()).add(v)
+    return total
+
+
+def people(scores: list[TakeScore]) -> dict[str, list[TakeScore]]:
+    out: dict[str, list[TakeScore]] = {}
+    for s in scores:
+        out.setdefault(s.person, []).append(s)
+    return out
+
+
 def table(scores: list[TakeScore]) -> str:
     """Markdown: RMSE per take and pooled, both key rules, and the learned gain."""
     head = "| take | keys | " + " | ".join(METHODS) + " | learned vs best spline |"
@@ -288,7 +383,13 @@ def table(scores: list[TakeScore]) -> str:
         lines += [f"\n{rule} keys (RMSE over non-key frames, live channels)\n", head,
                   "|---" * (len(METHODS) + 3) + "|"]
         rows = [(s.name, s.keys.get(rule, 0), s.seconds, s.sums) for s in scores]
-        rows.append(("**pooled**", sum(r[1] for r in rows), sum(r[2] for r in rows), pooled(scores)))
+        by_person = people(scores)
+        if len(by_person) > 1:  # each person pooled, then everyone
+            for who, ss in by_person.items():
+                rows.append((f"*{who or '.'} pooled*", sum(x.keys.get(rule, 0) for x in ss),
+                             sum(x.seconds for x in ss), pooled(ss)))
+        rows.append(("**pooled**", sum(r[1] for r in rows[:len(scores)]),
+                     sum(r[2] for r in rows[:len(scores)]), pooled(scores)))
         for name, k, secs, sums in rows:
             cells = " | ".join(f"{sums[(rule, m)].rmse:.5f}" for m in METHODS)
             lines.append(f"| {name} | {k} ({k / max(secs, 1e-9):.2f}/s) | {cells} | "
@@ -300,6 +401,19 @@ def table(scores: list[TakeScore]) -> str:
               + " |",
               "| overshoot | " + " | ".join(f"{tot[('salient', m)].overshoot:.4f}" for m in METHODS)
               + " |"]
+    rot = [(s, g) for s in scores for g in ("eyes", "head") if ("salient", "learned", g) in s.groups]
+    if rot:  # rotation channels on their own: a take with head motion must not be made worse
+        lines += ["\nrotation channels (takes where they move): RMSE, learned vs best spline and vs "
+                  "the monotone cubic\n",
+                  "| take | group | rule | " + " | ".join(METHODS) + " | vs best spline | vs cubic |",
+                  "|---" * (len(METHODS) + 5) + "|"]
+        for s, g in rot:
+            for rule in RULES:
+                cells = " | ".join(f"{s.groups[(rule, m, g)].rmse:.5f}" for m in METHODS)
+                vb, vc = group_gain(s, rule, g), group_gain(s, rule, g, "monotone_cubic")
+                lines.append(f"| {s.name} | {g} | {rule} | {cells} | "
+                             + " | ".join("-" if x is None else f"{x:+.1f}%" for x in (vb, vc))
+                             + " |")
     return "\n".join(lines)
 
 
@@ -396,6 +510,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--loo-models", type=Path, metavar="DIR",
                     help="score each take TAKE with DIR/TAKE.onnx instead of --model (the models "
                          "of a `train_interpolator.py --loo DIR` run)")
+    ap.add_argument("--person-models", type=Path, metavar="DIR",
+                    help="score each take with DIR/PERSON.onnx, PERSON the folder the take lies in "
+                         "(the models of a `train_interpolator.py --lopo DIR` run, each trained "
+                         "without that person)")
     ap.add_argument("--by-length", action="store_true",
                     help="also show where the error lies by segment length")
     ap.add_argument("--speed", type=float, default=1.0,
@@ -412,13 +530,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if a.speed <= 0:
         ap.error("--speed must be positive")
-    if a.loo_models:  # each take scored by the model that never saw it (train_interpolator --loo)
-        missing = [p.stem for p in paths if not (a.loo_models / f"{p.stem}.onnx").is_file()]
+    if a.loo_models and a.person_models:
+        ap.error("--loo-models or --person-models, not both")
+    if a.loo_models or a.person_models:  # each take scored by a model that never saw it
+        where, name = ((a.loo_models, lambda p: p.stem) if a.loo_models else
+                       (a.person_models, person_of))
+        missing = sorted({name(p) for p in paths if not (where / f"{name(p)}.onnx").is_file()})
         if missing:
-            print(f"no model for {missing} in {a.loo_models}", file=sys.stderr)
+            print(f"no model for {missing} in {where}", file=sys.stderr)
             return 2
-        scores = [s for p in paths for s in evaluate(
-            [p], LearnedInterpolator(a.loo_models / f"{p.stem}.onnx"), speed=a.speed)]
+        models = {n: LearnedInterpolator(where / f"{n}.onnx") for n in sorted({name(p) for p in paths})}
+        scores = [s for p in paths for s in evaluate([p], models[name(p)], speed=a.speed)]
         learned = None
     else:
         learned = LearnedInterpolator(a.model)
@@ -436,7 +558,9 @@ def main(argv: list[str] | None = None) -> int:
         if not pick:
             print(f"no take named {a.plot_take!r}", file=sys.stderr)
             return 2
-        model = LearnedInterpolator(a.loo_models / f"{pick[0].stem}.onnx") if a.loo_models else learned
+        model = (LearnedInterpolator(a.loo_models / f"{pick[0].stem}.onnx") if a.loo_models else
+                 LearnedInterpolator(a.person_models / f"{person_of(pick[0])}.onnx")
+                 if a.person_models else learned)
         plot(pick[0], a.plot, a.channel, a.window[0], a.window[1], model)
     if a.bench:
         runs = [r for p in paths for r in runs_of(p)]
@@ -444,7 +568,11 @@ def main(argv: list[str] | None = None) -> int:
         print("\nstreaming cost, us/frame at 60 fps (best of 3): "
               + ", ".join(f"{k} {v:.1f}" for k, v in us.items()))
     if a.json:
-        print(json.dumps(summary(scores)))
+        out = summary(scores)
+        if len(people(scores)) > 1:
+            out["per_person"] = {who: {r: round(gain(pooled(ss), r), 2) for r in RULES}
+                                 for who, ss in people(scores).items()}
+        print(json.dumps(out))
     return 0
 
 

@@ -76,12 +76,21 @@ HOLD = (1.0, 2.0)
 # As exported, the learned deviation from the straight line shrinks linearly from full in PLAY[0] s
 # segments to none at PLAY[1] s: leave one take out, the full-size deviation was too sure of itself
 # on the unseen take (a post-hoc shrink of the same models gained on both rules, on every seed).
-PLAY = (0.0, 2.0)
+# (0, 2) until issue 19: with a person left out, (0, 1) did better with salient keys for both
+# people and lost fewest takes (uniform: better for one, worse for the other).
+PLAY = (0.0, 1.0)
 # Long segments fade not to the straight line but to the line read at one learned monotone warp
 # of the phase (EASE bins): with salient keys the average long segment runs ahead of the line
 # (motion starts at the key and settles), which the straight line ignores
 EASE = 8
 MEMBERS = 2  # seeds averaged: on unseen takes, an average is less sure of itself than one net
+# Two people's exports differ in their resting values (raw: MouthClose ~0.03, EyeSquint 0.05-0.2;
+# calibrated: 0): the augmented copies move half their shapes' rests, down to zero or up by this
+REST_SHIFT = 0.1
+# A 60 Hz take's in-betweens are thinned to 30 Hz in training, so a second of either rate weighs
+# alike (and a step costs the same); the keys are still chosen on every frame
+TRAIN_HZ = 30.0
+PLAY_SPLINE_CHANNELS: tuple[str, ...] = ()
 
 
 class Net(nn.Module):
@@ -218,6 +227,16 @@ class Net(nn.Module):
         return self.shape(features, phase[None, :].expand(features.shape[0], -1), play=True)
 
 
+def channel_list(text: str) -> list[str]:
+    """Comma-separated channel names; ``eyes`` stands for the 6 eye rotations."""
+    eyes = [channels.NAMES[i] for i in range(channels.LEFT_EYE.start, channels.COUNT)]
+    out = [x for n in text.split(",") if n for x in (eyes if n == "eyes" else [n])]
+    for n in out:
+        if n not in channels.INDEX or channels.INDEX[n] not in L.SHAPED:
+            raise argparse.ArgumentTypeError(f"{n!r} is not a channel the net shapes")
+    return out
+
+
 def fade(f: torch.Tensor, span: tuple[float, float]) -> torch.Tensor:
     """[B] weights: 1 for segments up to span[0] s long, falling linearly to 0 at span[1] s."""
     h = torch.exp(f[:, L.BLOCKS * C])
@@ -301,7 +320,7 @@ class Segments:
         self.count = 0
 
     def add(self, t: np.ndarray, v: np.ndarray, k: np.ndarray, rng: np.random.Generator,
-            p_hide_next: float = 0.15) -> None:
+            p_hide_next: float = 0.15, stride: int = 1) -> None:
         kt, kv = t[k], v[k]
         m = tangents(kt, kv)
         n = len(k) - 1
@@ -317,6 +336,8 @@ class Segments:
         inside[k] = False
         inside[: k[0]] = inside[k[-1] + 1:] = False
         idx = np.flatnonzero(inside)
+        if stride > 1:  # a 60 Hz take's in-betweens at 30 Hz: every second of capture weighs alike
+            idx = idx[int(rng.integers(stride))::stride]
         sj = np.searchsorted(k, idx) - 1
         self.feats.append(f)
         self.seg.append(sj + self.count)
@@ -336,37 +357,55 @@ def random_keys(t: np.ndarray, rng: np.random.Generator, lo: float = 0.15, hi: f
 
 
 def variants(run: ev.Run, rng: np.random.Generator, augment: int,
-             speed: tuple[float, float] = (0.8, 1.25)):
+             speed: tuple[float, float] = (0.8, 1.25), rest_shift: float = 0.0):
     """The run as captured and ``augment`` more faces like it: played ``speed`` times as fast, each
-    shape's excursions from its rest value scaled by 0.75-1.33 (another face's range), clipped."""
+    shape's excursions from its rest value scaled by 0.75-1.33 (another face's range), clipped.
+    ``rest_shift`` > 0: each copy also moves half its shapes' resting values, down by up to the
+    whole rest (a calibrated export's zero) or up by up to ``rest_shift`` (a raw export's offsets)."""
     yield run.times, run.values
     n = channels.SHAPES  # blendshapes only: a wider eye turn is not another face
     rest = np.percentile(run.values[:, :n], 5, axis=0)
     for _ in range(augment):
         rate = math.exp(rng.uniform(math.log(speed[0]), math.log(speed[1])))
         gain = np.exp(rng.uniform(math.log(0.75), math.log(1.33), n))
+        to = rest
+        if rest_shift > 0:
+            move = rng.random(n) < 0.5
+            to = np.where(move, np.clip(rest + rng.uniform(-rest, rest_shift), 0.0, 1.0), rest)
         v = run.values.copy()
-        v[:, :n] = np.clip(rest + gain * (v[:, :n] - rest), 0.0, 1.0)
+        v[:, :n] = np.clip(to + gain * (v[:, :n] - rest), 0.0, 1.0)
         yield run.times[0] + (run.times - run.times[0]) / rate, v
 
 
 def build(runs: list[ev.Run], rng: np.random.Generator, augment: int = 0,
-          speed: tuple[float, float] = (0.8, 1.25)) -> Segments:
+          speed: tuple[float, float] = (0.8, 1.25), rest_shift: float = 0.0,
+          train_hz: float = 0.0) -> Segments:
+    """``train_hz`` > 0: in-between frames of faster takes are thinned to about that rate (the
+    keys are still chosen on every frame), so a 60 Hz take weighs per second as a 30 Hz one."""
     data = Segments()
-    for t, v0 in (x for r in runs for x in variants(r, rng, augment, speed)):
-        for mirror in (False, True):
-            v = v0[:, channels.MIRROR] * channels.MIRROR_SIGN if mirror else v0
-            keyings = [ev.salient_keys(t, v, r) for r in (1.0, 1.5, 2.0, 2.5, 3.0)]
-            for step in (0.4, 0.5, 0.6):
-                off = int(np.searchsorted(t, t[0] + rng.uniform(0, step)))
-                if off >= len(t) - 2:  # a run shorter than the offset
-                    continue
-                keyings.append(np.unique(np.r_[0, off + ev.uniform_keys(t[off:], step)]))
-            keyings += [random_keys(t, rng) for _ in range(2)] + [random_keys(t, rng, 0.3, 3.0)]
-            for k in keyings:
-                if len(k) >= 2:
-                    data.add(t, v, k, rng)
+    for r in runs:
+        dt = float(np.median(np.diff(r.times))) if len(r.times) > 1 else 1.0
+        stride = max(1, int(round(1.0 / (dt * train_hz)))) if train_hz > 0 else 1
+        for t, v0 in variants(r, rng, augment, speed, rest_shift):
+            add_keyings(data, t, v0, rng, stride)
     return data
+
+
+def add_keyings(data: Segments, t: np.ndarray, v0: np.ndarray, rng: np.random.Generator,
+                stride: int = 1) -> None:
+    """Segments of one (possibly augmented) run, keyed several ways, as captured and mirrored."""
+    for mirror in (False, True):
+        v = v0[:, channels.MIRROR] * channels.MIRROR_SIGN if mirror else v0
+        keyings = [ev.salient_keys(t, v, r) for r in (1.0, 1.5, 2.0, 2.5, 3.0)]
+        for step in (0.4, 0.5, 0.6):
+            off = int(np.searchsorted(t, t[0] + rng.uniform(0, step)))
+            if off >= len(t) - 2:  # a run shorter than the offset
+                continue
+            keyings.append(np.unique(np.r_[0, off + ev.uniform_keys(t[off:], step)]))
+        keyings += [random_keys(t, rng) for _ in range(2)] + [random_keys(t, rng, 0.3, 3.0)]
+        for k in keyings:
+            if len(k) >= 2:
+                data.add(t, v, k, rng, stride=stride)
 
 
 # training ---------------------------------------------------------------------------------------
@@ -457,6 +496,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--spline-channels", type=lambda x: [n for n in x.split(",") if n],
                     default=list(SPLINE_CHANNELS),
                     help="comma-separated channels left to the spline (default: none)")
+    ap.add_argument("--play-spline-channels", type=channel_list, default=list(PLAY_SPLINE_CHANNELS),
+                    help="as exported only (training still learns them): comma-separated channels "
+                         "that play the monotone cubic (eyes: the 6 eye rotations; default: none)")
     ap.add_argument("--hold", type=float, nargs=2, default=HOLD, metavar=("FROM", "TO"),
                     help="segments FROM..TO seconds long fade to the straight line (0 0: never)")
     ap.add_argument("--play-fade", type=float, nargs=2, default=PLAY, metavar=("FROM", "TO"),
@@ -477,6 +519,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="extra time-warped, amplitude-scaled copies of every training run")
     ap.add_argument("--speed", type=float, nargs=2, default=(0.8, 1.25), metavar=("MIN", "MAX"),
                     help="the augmented copies play MIN..MAX times as fast (log-uniform)")
+    ap.add_argument("--rest-shift", type=float, default=REST_SHIFT,
+                    help="augmented copies also move half their shapes' resting values, down to "
+                         "zero or up by up to this much (another export's offsets; 0: off)")
+    ap.add_argument("--train-hz", type=float, default=TRAIN_HZ,
+                    help="thin faster takes' in-between frames to about this rate in training, "
+                         "so every second of capture weighs alike (0: every frame)")
     ap.add_argument("--ease", type=int, default=EASE,
                     help="bins of one learned monotone warp of the line that long segments fade "
                          "to (0: the plain straight line)")
@@ -491,6 +539,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--loo-k", type=int, default=1, metavar="K",
                     help="with --loo: leave K takes out per model (one model per K-subset; each "
                          "take scored by the mean error of the models that never saw it)")
+    ap.add_argument("--save-nets", action="store_true",
+                    help="also save the trained nets beside --out (.pt), for --reuse-nets")
+    ap.add_argument("--reuse-nets", action="store_true",
+                    help="screening only: load the nets saved beside --out instead of training "
+                         "(what changes only as played: --play-fade, --spline-channels); the card "
+                         "then describes nets trained with the saved options")
+    ap.add_argument("--loo-folds", type=int, default=0, metavar="K",
+                    help="with --loo: K models instead of one per take, fold i leaving out takes "
+                         "i, i+K, ... (sorted by path, so each fold holds several people's takes); "
+                         "each take scored by its fold's model")
+    ap.add_argument("--lopo", type=Path, metavar="DIR",
+                    help="leave one person out: one model per person (the folder a take lies in), "
+                         "trained on everyone else, written to DIR/<person>.onnx; each take scored "
+                         "by the model that never saw its person; table printed and written to "
+                         "DIR/lopo.json (--out untouched)")
+    ap.add_argument("--lopo-card", type=Path, metavar="LOPO_JSON",
+                    help="put this leave-one-person-out result (DIR/lopo.json of a --lopo run with "
+                         "the same options) into the model card; it decides the card's verdict")
     ap.add_argument("--loo", type=Path, metavar="DIR",
                     help="leave one take out instead: one model per take, trained on the others, "
                          "written to DIR/<take>.onnx; each take scored by the model that never saw "
@@ -503,6 +569,8 @@ def main(argv: list[str] | None = None) -> int:
         if hi > 0 and not 0 <= lo < hi:
             ap.error(f"{name} needs 0 <= FROM < TO (or 0 0: off)")
     torch.set_num_threads(1)
+    if a.lopo:
+        return leave_person_out(a, list(sys.argv[1:] if argv is None else argv))
     if a.loo:
         return leave_one_out(a, list(sys.argv[1:] if argv is None else argv))
     loo = None
@@ -512,6 +580,12 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"{a.loo_card} leaves {loo['k']} takes out; the card quotes one left out")
         if loo.get("options") != resolved(a):
             ap.error(f"{a.loo_card} was made with options {loo.get('options')}, not these "
+                     f"({resolved(a)})")
+    lopo = None
+    if a.lopo_card:
+        lopo = json.loads(a.lopo_card.read_text())
+        if lopo.get("options") != resolved(a):
+            ap.error(f"{a.lopo_card} was made with options {lopo.get('options')}, not these "
                      f"({resolved(a)})")
     val = a.val
     rng = np.random.default_rng(a.seed)
@@ -528,23 +602,45 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     runs = [r for p in train_paths for r in ev.runs_of(p)]
     t0 = time.perf_counter()
-    data = build(runs, rng, a.augment, tuple(a.speed))
+    data = build(runs, rng, a.augment, tuple(a.speed), a.rest_shift, a.train_hz)
     n_frames = sum(len(x) for x in data.seg)
     print(f"train takes {[p.stem for p in train_paths]}, val {[p.stem for p in val_paths]}: "
           f"{data.count} segments, {n_frames} in-between frames ({time.perf_counter() - t0:.1f} s)",
           file=sys.stderr)
     t0 = time.perf_counter()
     nets = []
-    for k in range(a.members):
-        m, curve = train(data, a.steps, a.batch, a.lr, a.hidden, a.basis, a.context,
-                         tuple(a.spline_channels), tuple(a.hold), a.huber, a.seed + k, a.mix,
-                         a.motion, a.warp, a.ease, a.embed)
-        nets.append(m)
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    saved = a.out.with_suffix(".pt")
+    if a.reuse_nets and saved.is_file():  # screening what only changes as played: no retraining
+        state = torch.load(saved)
+        curve = state["curve"]
+        for sd in state["nets"]:
+            m = Net(a.hidden, a.basis, embed=a.embed, context=a.context, hold=tuple(a.hold),
+                    mix=a.mix, motion=a.motion, warp=a.warp, ease=a.ease)
+            keep = m.keep.clone()
+            m.load_state_dict(sd)
+            m.keep.copy_(keep)  # these options' channels left to the spline, not the saved ones
+            m.keep[[list(L.SHAPED).index(channels.INDEX[n]) for n in a.spline_channels]] = 0.0
+            nets.append(m.eval())
+        print(f"reusing the nets of {saved} (trained with {state['trained_with']})", file=sys.stderr)
+    else:
+        for k in range(a.members):
+            m, curve = train(data, a.steps, a.batch, a.lr, a.hidden, a.basis, a.context,
+                             tuple(a.spline_channels), tuple(a.hold), a.huber, a.seed + k, a.mix,
+                             a.motion, a.warp, a.ease, a.embed)
+            nets.append(m)
+        if a.save_nets:
+            torch.save({"nets": [m.state_dict() for m in nets], "curve": curve,
+                        "trained_with": resolved(a), "seconds": time.perf_counter() - t0}, saved)
     for m in nets:
         m.play = tuple(a.play_fade)
         m.play_target = a.play_target
+        # as played only: these channels fall back to the spline (the nets learned them anyway)
+        m.keep[[list(L.SHAPED).index(channels.INDEX[n]) for n in a.play_spline_channels]] = 0.0
     net = nets[0] if len(nets) == 1 else Ensemble(nets).eval()
     train_s = time.perf_counter() - t0
+    if a.reuse_nets and saved.is_file():  # the card quotes the training, not the reloading
+        train_s = torch.load(saved).get("seconds")  # None: saved before it was recorded
 
     a.out.parent.mkdir(parents=True, exist_ok=True)
     card_path = a.out.with_suffix(".json")
@@ -557,7 +653,7 @@ def main(argv: list[str] | None = None) -> int:
     train_scores = ev.evaluate(train_paths, learned)
     minutes = sum(float(r.times[-1] - r.times[0]) for r in runs) / 60.0
     card = model_card(a, net, train_paths, val_paths, data, n_frames, train_s, curve, scores,
-                      train_scores, minutes, loo, old)
+                      train_scores, minutes, loo, old, lopo)
     card_path.write_text(json.dumps(card, indent=2) + "\n")
     if scores:
         print(ev.table(scores))
@@ -568,7 +664,8 @@ def main(argv: list[str] | None = None) -> int:
 def model_options(argv: list[str]) -> list[str]:
     """The options that make the model: argv minus where data and results go."""
     rest, skip = [], False
-    drop = ("--loo", "--val", "--out", "--loo-card", "--recordings", "--loo-k")
+    drop = ("--loo", "--val", "--out", "--loo-card", "--recordings", "--loo-k", "--loo-folds",
+            "--lopo", "--lopo-card")
     for x in argv:
         if skip:
             skip = False
@@ -583,7 +680,8 @@ def model_options(argv: list[str]) -> list[str]:
 
 def resolved(a) -> dict:
     """Every option that shapes the model, as parsed (so defaults count too)."""
-    skip = ("recordings", "val", "out", "loo", "loo_card", "loo_k")
+    skip = ("recordings", "val", "out", "loo", "loo_card", "loo_k", "loo_folds", "lopo",
+            "lopo_card", "save_nets", "reuse_nets")
     return json.loads(json.dumps({k: v for k, v in sorted(vars(a).items()) if k not in skip},
                                  default=str))
 
@@ -599,15 +697,25 @@ def leave_one_out(a, argv: list[str]) -> int:
         return 2
     a.loo.mkdir(parents=True, exist_ok=True)
     seen: dict[str, list[ev.TakeScore]] = {p.stem: [] for p in paths}
-    for out in itertools.combinations(paths, a.loo_k):
-        model = a.loo / ("__".join(p.stem for p in out) + ".onnx")
+    if a.loo_folds:
+        if not 2 <= a.loo_folds <= len(paths) or a.loo_k != 1:
+            print(f"--loo-folds {a.loo_folds}: needs 2 <= K <= {len(paths)} and --loo-k 1",
+                  file=sys.stderr)
+            return 2
+        splits = [tuple(paths[i::a.loo_folds]) for i in range(a.loo_folds)]
+    else:
+        splits = list(itertools.combinations(paths, a.loo_k))
+    for n, out in enumerate(splits):
+        model = a.loo / ((f"fold{n}" if a.loo_folds else "__".join(p.stem for p in out)) + ".onnx")
         main(rest + [x for p in out for x in ("--val", p.stem)] + ["--out", str(model)])
         for p in out:
             seen[p.stem] += ev.evaluate([p], L.LearnedInterpolator(model), progress=False)
     scores = [mean_score(s) for s in seen.values()]
     tot = ev.pooled(scores)
-    result = {"k": a.loo_k,
+    result = {"k": a.loo_k, "folds": a.loo_folds,
               "summary": ev.summary(scores),
+              "per_person_percent": {who: [round(ev.gain(ev.pooled(ss), r), 2) for r in ev.RULES]
+                                     for who, ss in ev.people(scores).items()},
               "learned_vs_best_spline_percent": {r: round(ev.gain(tot, r), 2) for r in ev.RULES},
               "per_take_percent": {s.name: [round(ev.gain(s.sums, r), 1) for r in ev.RULES]
                                    for s in scores},
@@ -619,6 +727,70 @@ def leave_one_out(a, argv: list[str]) -> int:
     return 0
 
 
+def leave_person_out(a, argv: list[str]) -> int:
+    """Train a model per person on everyone else's takes, same options, and score each take
+    with the model that never saw its person (``DIR/lopo.json``)."""
+    rest = model_options(argv) + ["--recordings", str(a.recordings), "--save-nets"]
+    paths = ev.find_takes(a.recordings)
+    who = sorted({ev.person_of(p) for p in paths})
+    if len(who) < 2:
+        print(f"--lopo needs takes of two people or more in {a.recordings} (one folder each)",
+              file=sys.stderr)
+        return 2
+    a.lopo.mkdir(parents=True, exist_ok=True)
+    scores: list[ev.TakeScore] = []
+    for person in who:
+        out = [p for p in paths if ev.person_of(p) == person]
+        model = a.lopo / f"{person}.onnx"
+        main(rest + [x for p in out for x in ("--val", p.stem)] + ["--out", str(model)])
+        scores += ev.evaluate(out, L.LearnedInterpolator(model), progress=False)
+    result = lopo_result(scores, resolved(a))
+    (a.lopo / "lopo.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(ev.table(scores))
+    print(json.dumps({k: result[k] for k in ("per_person_percent", "verdict")}))
+    return 0
+
+
+def lopo_result(scores: list[ev.TakeScore], options: dict) -> dict:
+    """Leave one person out, judged by the issue's rule: with the person left out, learned at
+    least 5% below the best spline pooled over that person's takes for both key rules, and worse
+    by more than 1% on none of them; rotation channels (where a take moves them) never worse than
+    the monotone cubic that plays without the net."""
+    per_person, misses = {}, []
+    for who, ss in ev.people(scores).items():
+        tot = ev.pooled(ss)
+        per_person[who] = [round(ev.gain(tot, r), 2) for r in ev.RULES]
+        for r, g in zip(ev.RULES, per_person[who]):
+            if g < 5.0:
+                misses.append(f"{who} pooled {r} {g:+.2f}% (< +5%)")
+        for s in ss:
+            for r in ev.RULES:
+                g = ev.gain(s.sums, r)
+                if g < -1.0:
+                    misses.append(f"{who}/{s.name} {r} {g:+.1f}% (< -1%)")
+    rot = {}
+    for s in scores:
+        for g in ("eyes", "head"):
+            vals = [ev.group_gain(s, r, g, "monotone_cubic") for r in ev.RULES]
+            if any(v is not None for v in vals):
+                rot[f"{s.name} {g}"] = [None if v is None else round(v, 1) for v in vals]
+                misses += [f"{s.name} {g} {r} {v:+.1f}% vs the cubic" for r, v in zip(ev.RULES, vals)
+                           if v is not None and v < -0.05]
+    grp = ev.pooled_groups(scores)
+    return {
+        "summary": ev.summary(scores),
+        "per_person_percent": per_person,
+        "per_take_percent": {f"{s.person}/{s.name}": [round(ev.gain(s.sums, r), 1) for r in ev.RULES]
+                             for s in scores},
+        "per_take_columns": list(ev.RULES),
+        "rotation_vs_monotone_cubic_percent": rot,
+        "eyes_pooled_rmse": {r: {m: round(grp[(r, m, "eyes")].rmse, 5) for m in ev.METHODS}
+                             for r in ev.RULES if (r, "learned", "eyes") in grp},
+        "verdict": "met" if not misses else "not met: " + "; ".join(misses),
+        "options": options,
+    }
+
+
 def mean_score(scores: list[ev.TakeScore]) -> ev.TakeScore:
     """One take scored by several models, as one score: each sum is the models' mean (with one
     model, that model's score)."""
@@ -626,7 +798,7 @@ def mean_score(scores: list[ev.TakeScore]) -> ev.TakeScore:
         return scores[0]
     k = len(scores)
     first = scores[0]
-    out = ev.TakeScore(first.name, first.frames, first.seconds, dict(first.keys))
+    out = ev.TakeScore(first.name, first.frames, first.seconds, dict(first.keys), person=first.person)
     for key in first.sums:
         parts = [s.sums[key] for s in scores]
         out.sums[key] = ev.Sums(sum(x.sq for x in parts) / k, sum(x.vel for x in parts) / k,
@@ -656,17 +828,42 @@ def loo_block(loo: dict) -> dict:
     s, cols = loo["summary"], loo["per_take_columns"]
     worse = [f"{take} with {rule} keys ({v:+.1f}%)" for take, vals in loo["per_take_percent"].items()
              for rule, v in zip(cols, vals) if v < 0]
+    k = loo.get("folds") or 0
+    how = (f"{k} models, fold i leaving out takes i, i+{k}, ... (sorted by path, so each fold holds "
+           f"several people's takes), each trained on the rest with these options; each take scored "
+           f"by its fold's model, pooled over all {s['takes']} takes ({s['frames']} frames); "
+           f"`tools/train_interpolator.py --loo DIR --loo-folds {k}` runs the same" if k else
+           f"one model per take, each `tools/train_interpolator.py --val TAKE` (these options) on "
+           f"the other takes; each take scored by the model that never saw it, pooled over all "
+           f"{s['takes']} takes ({s['frames']} frames); `tools/train_interpolator.py --loo DIR` "
+           f"runs the same")
     return {
-        "how": f"five models, each `tools/train_interpolator.py --val TAKE` (these options) on the "
-               f"other four takes; each take scored by the model that never saw it, pooled over all "
-               f"{s['takes']} takes ({s['frames']} frames); `tools/train_interpolator.py --loo DIR` "
-               f"runs the same",
+        "how": how,
+        "per_person_percent": loo.get("per_person_percent", {}),
         "rmse_salient": {m: round(v, 5) for m, v in s["rmse"].items()},
         "rmse_uniform": {m: round(v, 5) for m, v in s["rmse_uniform"].items()},
         "learned_vs_best_spline_percent": loo["learned_vs_best_spline_percent"],
         "per_take_percent": loo["per_take_percent"],
         "per_take_columns": cols,
         "worse_than_best_spline_on": "; ".join(worse) or "none: every take is better with both rules",
+    }
+
+
+def lopo_block(lopo: dict) -> dict:
+    """The model card's leave-one-person-out table, from a --lopo run's lopo.json."""
+    s = lopo["summary"]
+    return {
+        "how": "one model per person (the folder a take lies in), trained with these options on "
+               "everyone else's takes; each take scored by the model that never saw its person, "
+               f"{s['takes']} takes ({s['frames']} frames); `tools/train_interpolator.py --lopo DIR`",
+        "rule": "learned at least 5% below the best spline pooled over the left-out person's takes "
+                "for both key rules, worse by more than 1% on none of them; rotation channels of "
+                "a take that moves them never worse than the monotone cubic",
+        "per_person_percent": lopo["per_person_percent"],
+        "per_take_percent": lopo["per_take_percent"],
+        "per_take_columns": lopo["per_take_columns"],
+        "rotation_vs_monotone_cubic_percent": lopo["rotation_vs_monotone_cubic_percent"],
+        "verdict": lopo["verdict"],
     }
 
 
@@ -686,7 +883,7 @@ def summarize_card(card: dict) -> str:
 
 def model_card(a, net, train_paths, val_paths, data, n_frames, train_s, curve, scores,
                train_scores, minutes: float, loo: dict | None = None,
-               old: dict | None = None) -> dict:
+               old: dict | None = None, lopo: dict | None = None) -> dict:
     def per_take(ss):
         return {s.name: {rule: {m: s.sums[(rule, m)].rmse for m in ev.METHODS} for rule in ev.RULES}
                 for s in ss}
@@ -694,8 +891,11 @@ def model_card(a, net, train_paths, val_paths, data, n_frames, train_s, curve, s
     val_sum = ev.summary(scores) if scores else {}
     gains = {rule: ev.gain(ev.pooled(scores), rule) for rule in ev.RULES} if scores else {}
     loo_g = loo["learned_vs_best_spline_percent"] if loo else {}
-    # the issue's target, on every held-out figure there is (and there must be one)
+    # the issue's target, on every held-out figure there is (and there must be one); with a
+    # leave-one-person-out table, that table's verdict (the product meets new faces)
     met = bool(gains or loo_g) and all(g >= 5.0 for g in (*gains.values(), *loo_g.values()))
+    if lopo:
+        met = lopo["verdict"] == "met"
     loo_worse = [v for vals in loo["per_take_percent"].values() for v in vals if v < 0] if loo else []
 
     def pct(g: dict) -> str:
@@ -706,7 +906,12 @@ def model_card(a, net, train_paths, val_paths, data, n_frames, train_s, curve, s
         "created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "file": a.out.name,
         "data": {
-            "recordings": "Live Link Face CSV takes (shared/data/recordings, MIT, one person)",
+            "recordings": "Live Link Face CSV takes (shared/data/recordings), by person: "
+                          + ", ".join(f"{w} ({n} takes)" for w, n in sorted(
+                              {w: sum(ev.person_of(p) == w for p in train_paths + val_paths)
+                               for w in {ev.person_of(p) for p in train_paths + val_paths}}.items()))
+                          + " (alexdjulin: MIT, raw exports at 30 Hz; animavr: MIT for individuals "
+                          "and small businesses, calibrated exports at 60 Hz)",
             "train_takes": [p.stem for p in train_paths],
             "validation_takes": [p.stem for p in val_paths],
             "split": ("by take" if val_paths else
@@ -719,13 +924,20 @@ def model_card(a, net, train_paths, val_paths, data, n_frames, train_s, curve, s
                        "left/right; next key hidden 15% of the time",
             "augment": (f"{a.augment} extra copy/copies of every run, {a.speed[0]:g}-{a.speed[1]:g}x "
                         "speed, each shape's excursion from rest scaled 0.75-1.33x"
+                        + (f", half the shapes' resting values moved (down to zero or up by up to "
+                           f"{a.rest_shift:g})" if a.rest_shift > 0 else "")
                         if a.augment else "none"),
+            "rate": (f"in-between frames of faster takes thinned to about {a.train_hz:g} Hz in "
+                     "training (keys still chosen on every frame), so a second of 60 Hz capture "
+                     "weighs as a second of 30 Hz" if a.train_hz > 0 else
+                     "every frame of every take (a 60 Hz take weighs twice a 30 Hz one per second)"),
         },
         "training": {"seed": a.seed,
                      "loss": f"huber {a.huber}" if a.huber else "squared error",
                      "steps": a.steps, "batch": f"{a.batch} segments (all their frames)", "lr": a.lr,
                      "optimizer": "AdamW wd 1e-4, one-cycle", "threads": 1,
-                     "seconds": round(train_s, 1), "torch": torch.__version__,
+                     "seconds": None if train_s is None else round(train_s, 1),
+                     "torch": torch.__version__,
                      "train_rmse_curve_every_100_steps": [round(x, 5) for x in curve]},
         "model": {"architecture": (
             (f"average of {a.members} seeds' coefficients of " if a.members > 1 else "")
@@ -750,6 +962,7 @@ def model_card(a, net, train_paths, val_paths, data, n_frames, train_s, curve, s
                f"{a.play_fade[1]} s (not in training)" if a.play_fade[1] > 0 else "")),
                   "parameters": sum(p.numel() for p in net.parameters()), "opset": OPSET},
         "spline_channels": list(a.spline_channels),
+        "played_on_the_spline": list(a.play_spline_channels),
         "hold_fade_seconds": list(a.hold),
         "play_fade_seconds": list(a.play_fade),
         "features": {"version": L.FEATURE_VERSION, "count": L.FEATURES,
@@ -774,11 +987,28 @@ def model_card(a, net, train_paths, val_paths, data, n_frames, train_s, curve, s
                            "learned_vs_best_spline_percent": gains},
             "train_takes_per_take": per_take(train_scores),
         },
-        "default": ("learned beats the best spline by at least 5% on the held-out takes with "
-                    "both key rules" if met else
-                    "NOT the default: it does not beat the best spline by the 5% target on the "
-                    "held-out takes with both key rules (config keeps interpolator = \"spline\")"),
-        "selection": "the design (phase warp + lean toward the line, no free residual, blinks "
+        "default": (("learned is the default: with each person left out it is at least 5% below "
+                     "the best spline pooled for both key rules and worse by more than 1% on none "
+                     "of that person's takes" if lopo else
+                     "learned beats the best spline by at least 5% on the held-out takes with "
+                     "both key rules") if met else
+                    "NOT the default: " + (lopo["verdict"].removeprefix("not met: ") if lopo else
+                    "it does not beat the best spline by the 5% target on the held-out takes with "
+                    "both key rules") + " (config keeps interpolator = \"spline\")"),
+        "selection": "issue 19 (two people): this recipe was chosen by leaving one person out "
+                     "(tools/train_interpolator.py --lopo, salient / uniform, pooled per person "
+                     "alexdjulin; animavr): the issue-4 recipe (its shipped model for animavr) "
+                     "+2.41/+1.33; +0.61/+4.91; + rest shift 0.1 and 30 Hz thinning +1.73/+1.58; "
+                     "+0.96/+4.74; then, as played from the same nets (--reuse-nets), the shrink "
+                     "0-1 s (shipped) +2.25/+1.85; +1.56/+3.71, 0-1.5 s +2.13/+1.80; "
+                     "+1.31/+4.46, 0-0.75 s +2.05/+1.39; +1.63/+2.71, 0.25-1 s +1.81/+1.80; "
+                     "+1.17/+4.46, 0-0.5 s +1.49/-1.05 (alexdjulin only), 0-1 s toward the cubic "
+                     "+1.40/+2.75; -0.31/+3.27, 0-1 s with the eye rotations on the cubic "
+                     "+1.86/+1.60; +0.86/+3.25; the issue-4 nets with the 0-1 s shrink +2.53/+1.55 "
+                     "(alexdjulin; none saved for animavr). The training changes alone are a wash; "
+                     "the shorter shrink is most of the gain. Chosen on the same left-out runs, "
+                     "so somewhat optimistic. Before issue 19: "
+                     "the design (phase warp + lean toward the line, no free residual, blinks "
                      "learned, long segments fade to the line, 2 augmented copies, two seeds, the "
                      "0-2 s shrink as played, the eye rotations, the eased line of long segments) "
                      "was chosen by earlier sessions among about 28 configurations screened on the "
@@ -800,19 +1030,22 @@ def model_card(a, net, train_paths, val_paths, data, n_frames, train_s, curve, s
                      "tables are therefore somewhat optimistic; seed to seed, the pooled gains "
                      "move by up to a point (seeds 10 and 20 of this configuration: +4.02% / +4.81%, "
                      "+3.24% / +4.50%)",
-        "limitations": f"One person, {minutes:.1f} minutes of training capture; untested on other "
-                       "faces and devices. Motion entirely between keys (blinks, saccades) cannot be "
-                       "recovered. Head rotation is not modelled (it is zero in every take here) and "
-                       "keeps the monotone cubic; the eye rotations in these takes look like "
-                       "radians (about +-0.6) where the runtime's unit is degrees / 180. The "
-                       "eased line of long segments fits the natural takes; the range-of-motion "
-                       "take alex_rom_3, whose long segments are straight, loses about 0.5 points "
-                       "to it. Replayed 0.8x or 1.25x as fast (a stand-in for another person's "
-                       "tempo), the leave-one-take-out models are worse than the best spline on one "
-                       "take/rule each (apfel uniform -0.6% at 0.8x, S88-001 uniform -0.1% at 1.25x; "
-                       "`tools/eval_interpolator.py --loo-models DIR --speed 1.25`; "
-                       "docs/BENCHMARKS.md).",
+        "limitations": f"{len({ev.person_of(p) for p in train_paths})} person(s), {minutes:.1f} "
+                       "minutes of training capture, no speech; with a person left out it is only "
+                       "1-2 points ahead of the best spline with salient keys and loses by more "
+                       "than 1% on some of that person's takes (leave_one_person_out), so on a new "
+                       "face it may be worse. Motion entirely between keys (blinks, saccades) "
+                       "cannot be recovered. Head rotation is not modelled (it is zero in every "
+                       "take here) and keeps the monotone cubic, so a take with head motion is "
+                       "exactly as the spline plays it there; the eye rotations look like radians "
+                       "(about +-0.6) where the runtime's unit is degrees / 180, and with a person "
+                       "left out the net is worse than the cubic on them in two takes with uniform "
+                       "keys (by 1.5% and 0.5%; playing them on the cubic instead cost 0.4-0.5 "
+                       "points pooled). Times are read from the timecode, so 30 and 60 Hz takes "
+                       "look alike to the net (features in seconds and phase).",
     }
+    if lopo:
+        card["leave_one_person_out"] = lopo_block(lopo)
     if loo:
         card["leave_one_take_out"] = loo_block(loo)
     card["targets"] = {
@@ -820,8 +1053,14 @@ def model_card(a, net, train_paths, val_paths, data, n_frames, train_s, curve, s
             ("met" if met else "not met")
             + (f": validation {pct(gains)}" if gains else "")
             + (f"; leave-one-take-out {pct(loo_g)}" if loo else "")
+            + ("; leave one person out " + ", ".join(
+                f"{w} " + " / ".join(f"{v:+.2f}%" for v in g)
+                for w, g in lopo["per_person_percent"].items()) if lopo else "")
             + " (salient / uniform; positive = better than the best spline)",
-        "never_worse_on_unseen_person": "untested: every take is the same person"
+        "never_worse_on_unseen_person": (
+            "leave one person out, the issue's rule (5% pooled, no take worse by more than 1%, "
+            "rotations never worse than the cubic): " + lopo["verdict"] if lopo else
+            "untested: every take is the same person")
             + ("; leave-one-take-out it is " + (
                 "better than the best spline on every take with both rules" if not loo_worse else
                 f"worse than the best spline on {len(loo_worse)} take/rule pair(s) "

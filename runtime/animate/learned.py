@@ -24,10 +24,12 @@ head rotation (52..54) keeps the spline.
 The model runs once per segment on a phase grid (GRID_HZ points per second); each frame then
 reads the grid with a linear blend, so the per-frame cost is a few microseconds.
 
-Status: on takes it never saw it beats the best spline on every take, but by less than the 5%
-the project asks before making it the default (leave one take out, about 4.2% with salient keys,
-4.7% with uniform ones, pooled; exported_models/interpolator.json, docs/BENCHMARKS.md), so
-``animation.interpolator`` defaults to "spline".
+Status: the shipped model learns from two people (issue 19). With a person left out (trained on
+one, judged on the other) it is 1.6-2.3% below the best spline with salient keys and 1.9-3.7%
+with uniform ones, pooled per person, and worse than the best spline by more than 1% on 3 of 15
+takes: short of the 5% the project asks before making it the default
+(exported_models/interpolator.json, docs/BENCHMARKS.md), so ``animation.interpolator`` defaults
+to "spline".
 """
 
 from __future__ import annotations
