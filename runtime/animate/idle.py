@@ -199,9 +199,11 @@ class Idle:
         """A line spoken from time t0 (its words in ``plan``, a SpeechPlan or None): the eyes leave
         the listener as its thoughts begin and come back as they end. Cheap (the words of one
         line); events more than 10 s old are dropped."""
-        if not self.gaze_intent or plan is None or not self.saccades:
+        # a voice that streams in (audio.LiveSpeech) has no words yet: the eyes keep their idle way
+        words = getattr(plan, "words", None)
+        if not self.gaze_intent or not words or not self.saccades:
             return
-        ev = gaze.intents(plan.words, self._intent_rng, t0)
+        ev = gaze.intents(words, self._intent_rng, t0)
         keep = self._intents[:, 1] > t0 - 10.0
         self._intents = np.r_[self._intents[keep], ev]
         self._intent_list = self._intents.tolist()
