@@ -33,6 +33,7 @@ class ClockStats:
     frames: int = 0
     missed: int = 0  # deadlines skipped because a tick overran
     late_ms: list[float] = field(default_factory=list)  # lateness of each tick vs its deadline
+    errors: int = 0  # ticks that raised: logged, and the clock went on
 
     def summary(self) -> dict:
         late = np.asarray(self.late_ms or [0.0])
@@ -99,8 +100,13 @@ class FrameClock:
             late = now - deadline
             if len(stats.late_ms) < self._keep:
                 stats.late_ms.append(late * 1000.0)
-            if self.tick(n, n * self.period) is False:
-                break
+            try:
+                if self.tick(n, n * self.period) is False:
+                    break
+            except Exception:  # a bug in one layer must not stop the stream: say so, keep the beat
+                stats.errors += 1
+                if stats.errors == 1 or stats.errors % 600 == 0:
+                    log.exception("frame %d: the tick raised (%d so far); the clock goes on", n, stats.errors)
             stats.frames += 1
             # next deadline: skip any that already passed while this tick ran
             after = time.perf_counter()

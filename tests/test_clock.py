@@ -39,3 +39,21 @@ def test_stop_from_outside():
     clock.stop()
     assert not clock.running
     assert 3 <= clock.stats.frames <= 10
+
+
+def test_a_tick_that_raises_is_logged_and_the_clock_goes_on(caplog):
+    from runtime.clock import FrameClock
+
+    seen = []
+
+    def tick(n, t):
+        seen.append(n)
+        if n == 2:
+            raise RuntimeError("a layer's bug")
+        return n < 5
+
+    clock = FrameClock(200.0, tick)
+    clock.start()
+    clock.join(5.0)
+    assert seen[:6] == [0, 1, 2, 3, 4, 5] and clock.stats.errors == 1
+    assert "the tick raised" in caplog.text
