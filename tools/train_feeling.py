@@ -36,6 +36,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from eval_keyframes import weighted_f1  # noqa: E402  (tools/ is on the path: this script's folder)
+
 from runtime.text.feeling import LABELS  # noqa: E402
 from runtime.text.wordpiece import WordPiece  # noqa: E402
 
@@ -74,17 +76,9 @@ def own_lines(path: Path) -> tuple[list[dict], list[dict]]:
     return train, held
 
 
-def weighted_f1(truth: list[str], pred: list[str]) -> tuple[float, float]:
-    """(weighted F1, accuracy) over the labels present in ``truth``."""
-    total = len(truth)
-    f1 = 0.0
-    for label in set(truth):
-        tp = sum(t == p == label for t, p in zip(truth, pred))
-        fp = sum(p == label and t != label for t, p in zip(truth, pred))
-        fn = sum(t == label and p != label for t, p in zip(truth, pred))
-        f = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
-        f1 += f * sum(t == label for t in truth) / total
-    return f1, sum(t == p for t, p in zip(truth, pred)) / total
+def scores(truth: list[str], pred: list[str]) -> tuple[float, float]:
+    """(weighted F1, accuracy): the F1 of tools/eval_keyframes.py, which scores the faces."""
+    return weighted_f1(truth, pred), sum(t == p for t, p in zip(truth, pred)) / len(truth)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -223,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
                     h, mask = stack(eval_cache[name][i:i + 64])
                     probs.append(torch.softmax(net.upper(h, mask), -1).numpy())
                 pred = [LABELS[i] for i in np.concatenate(probs).argmax(1)]
-                f1, acc = weighted_f1([r["label"] for r in data], pred)
+                f1, acc = scores([r["label"] for r in data], pred)
                 res[name] = {"weighted_f1": round(f1, 4), "accuracy": round(acc, 4), "lines": len(data)}
         net.train()
         print(f"[{tag}] {json.dumps(res)}", flush=True)
@@ -296,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     exported = {}
     for name, data in evals.items():
         pred = [model.classify(r["text"], r.get("heard", "")).label for r in data]
-        f1, acc = weighted_f1([r["label"] for r in data], pred)
+        f1, acc = scores([r["label"] for r in data], pred)
         exported[name] = {"weighted_f1": round(f1, 4), "accuracy": round(acc, 4), "lines": len(data)}
     print(f"[final, exported ONNX] {json.dumps(exported)}", flush=True)
     card = {
