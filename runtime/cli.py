@@ -19,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 
 from runtime import config as config_mod
+from runtime.generate import Silent
 from runtime.generate.prompt import LineRequest
 
 log = logging.getLogger("keyframeface")
@@ -58,13 +59,6 @@ def _heard(args: argparse.Namespace) -> str:
         return protocol.validate_text({"heard": args.heard or ""}, "heard", protocol.Limits().max_heard).strip()
     except protocol.ProtocolError as e:
         raise UserError(f"--{e.message}") from None
-
-
-class _Silent:
-    """A backend that writes no keyframes: audio without text moves the mouth over the rest pose."""
-
-    def stream(self, req, cancel=None):
-        return iter(())
 
 
 def _config(args: argparse.Namespace) -> config_mod.Config:
@@ -171,7 +165,7 @@ def cmd_say(args: argparse.Namespace) -> int:
         if req.text or args.stdin:
             lang, backend = _backend(cfg, realtime=True)
         else:  # audio alone: no expression to generate
-            lang, backend = assemble.language(cfg), _Silent()
+            lang, backend = assemble.language(cfg), Silent()
     except UserError:
         for s in sinks:
             s.close()
@@ -259,7 +253,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     else:  # audio alone: the mouth over the rest pose
         from runtime.assemble import language
 
-        lang, backend = language(cfg), _Silent()
+        lang, backend = language(cfg), Silent()
     a = cfg.animation
     keys = list(stream_keyframes(backend, KeyframeParser(lang), req))
     track = Track(lang.rest, assemble.interpolator(cfg))

@@ -33,6 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from runtime import channels as C  # noqa: E402
+from runtime.generate import Silent  # noqa: E402
 
 FPS = 60.0
 LINES = ["Maybe the big bad pop band plays at my party.",
@@ -41,11 +42,6 @@ LINES = ["Maybe the big bad pop band plays at my party.",
          "Peter Piper picked a peck of pickled peppers.",
          "Welcome back, traveller. The mountain pass is blocked by snow.",
          "Mom baked apple pie, but Paul ate the whole thing in minutes."]
-
-
-class _Silent:
-    def stream(self, req, cancel=None):
-        return iter(())
 
 
 def main() -> int:
@@ -107,7 +103,7 @@ def main() -> int:
             self.s.sendto(frame.astype(np.float32).tobytes(), ("127.0.0.1", port))
 
     threading.Thread(target=receive, daemon=True).start()
-    avatar = Avatar("bench", _Silent(), Language(), Fanout([Udp()]), fps=FPS)
+    avatar = Avatar("bench", Silent(), Language(), Fanout([Udp()]), fps=FPS)
     clock = FrameClock(FPS, lambda n, t: avatar.tick(n, t) is None or True)
     clock.start()
 

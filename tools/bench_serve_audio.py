@@ -32,24 +32,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_audio import LINES  # noqa: E402  (the same lines; tools/ is this script's folder)
+
 from runtime import channels as C  # noqa: E402
 from runtime import protocol as proto  # noqa: E402
+from runtime.generate import Silent  # noqa: E402
 
-LINES = ["Maybe the big bad pop band plays at my party.",
-         "Please bring me both boxes before Monday morning.",
-         "Bob bought a map, but Mary paid for the boat.",
-         "Peter Piper picked a peck of pickled peppers.",
-         "Welcome back, traveller. The mountain pass is blocked by snow.",
-         "Mom baked apple pie, but Paul ate the whole thing in minutes."]
 JAW = C.INDEX["JawOpen"]
 LEAD = 0.5  # seconds of silence before each line's speech
-
-
-class _Silent:
-    """--no-model: a backend that writes no keys (the mouth over the rest pose)."""
-
-    def stream(self, req, cancel=None):
-        return iter(())
 
 
 def espeak(text: str) -> tuple[np.ndarray, int]:
@@ -121,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = dataclasses.replace(cfg, sinks=[], avatars=[AvatarConfig("a"), AvatarConfig("b")],
                               idle=IdleConfig(seed=1), serve=dataclasses.replace(cfg.serve, port=0, say_burst=50))
     lang = assemble.language(cfg)
-    backend = _Silent() if args.no_model else assemble.backend(cfg, lang)
+    backend = Silent() if args.no_model else assemble.backend(cfg, lang)
     srv = Server(cfg, backend, lang).start()
     url = f"ws://127.0.0.1:{srv.port}/ws"
     reader = Reader(url)

@@ -16,6 +16,13 @@ class Backend(Protocol):
         ...
 
 
+class Silent:
+    """A backend that writes no keyframes: audio without text moves the mouth over the rest pose."""
+
+    def stream(self, req: LineRequest, cancel: threading.Event | None = None) -> Iterator[tuple[str, int]]:
+        return iter(())
+
+
 def stream_keyframes(backend: Backend, parser: KeyframeParser, req: LineRequest,
                      cancel: threading.Event | None = None) -> Iterator[Keyframe]:
     """Keyframes of one line, each yielded the moment its line of text is complete."""
@@ -24,4 +31,4 @@ def stream_keyframes(backend: Backend, parser: KeyframeParser, req: LineRequest,
     yield from parser.close()
 
 
-__all__ = ["Backend", "LineRequest", "stream_keyframes"]
+__all__ = ["Backend", "LineRequest", "Silent", "stream_keyframes"]
