@@ -1,12 +1,7 @@
 """The remote backend: wire format as pure functions, and a real llama-cpp-python server on loopback."""
 
 import json
-import os
 import socket
-import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
 
@@ -72,29 +67,10 @@ def test_every_clause_keeps_heard_context_and_emotion(monkeypatch):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     pytest.importorskip("llama_cpp.server.app", reason="needs the test extra (llama-cpp-python's server)")
-    from runtime.generate.models import resolve
+    from .test_server_pool import _start, _wait  # one way to start a real server on loopback
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = open(tmp_path_factory.mktemp("server") / "server.log", "w+b")  # a file: a full pipe would block it
-    server = os.path.join(os.path.dirname(__file__), "llama_server.py")  # AMX-safe, else the plain server
-    proc = subprocess.Popen([sys.executable, server, "--model", str(resolve("smollm2-135m")),
-                             "--host", "127.0.0.1", "--port", str(port), "--n_threads", "1", "--n_ctx", "2048",
-                             "--verbose", "False"],
-                            stdout=subprocess.DEVNULL, stderr=log, env={**os.environ})
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            urllib.request.urlopen(url + "/v1/models", timeout=2).read()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                log.seek(0)
-                pytest.fail(f"llama_cpp.server did not start: {log.read().decode()[-500:]}")
-            time.sleep(0.5)
+    proc, url, log = _start(tmp_path_factory.mktemp("server") / "server.log")
+    _wait(proc, url, log)
     yield url
     proc.terminate()
     proc.wait(10)
