@@ -148,19 +148,18 @@ def default_paths() -> tuple[Path, Path]:
 
 
 def load(model_path: str | Path | None = None, vocab_path: str | Path | None = None) -> FeelingModel | None:
-    """The shipped model (loaded once per process), or None with a log line when it is missing."""
+    """The shipped model (loaded once per process) or the one at ``model_path`` (its vocabulary beside
+    it unless given); None, with a log line, when the file is missing."""
     global _DEFAULT
-    m, v = default_paths()
-    if model_path is not None:
-        m, v = Path(model_path), Path(vocab_path) if vocab_path else Path(model_path).with_name("feeling_vocab.txt")
-        if not m.exists():
-            log.error("feeling model %s not found: lines are read by the keyframe model alone", m)
-            return None
+    shipped = model_path is None
+    m, v = default_paths() if shipped else (Path(model_path), Path(vocab_path) if vocab_path
+                                            else Path(model_path).with_name("feeling_vocab.txt"))
+    if not m.exists():
+        log.error("feeling model %s not found: lines are read by the keyframe model alone", m)
+        return None
+    if not shipped:
         return FeelingModel(m, v)
     with _DEFAULT_LOCK:
         if _DEFAULT is None:
-            if not m.exists():
-                log.error("feeling model %s not found: lines are read by the keyframe model alone", m)
-                return None
             _DEFAULT = FeelingModel(m, v)
         return _DEFAULT
