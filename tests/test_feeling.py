@@ -109,6 +109,26 @@ def test_stage_directions_keep_their_connective_cuts(model):
     assert [p.text for p in parts] == prompt.clauses("She laughs at the joke, then suddenly looks worried.")
 
 
+def test_a_turn_word_starts_a_beat_on_any_change(model):
+    # written for this test: the second sentence opens with a turn word and is read as another
+    # feeling, however unsure; without the turn word the same unsure reading joins the first beat
+    first = "We lost the final, after all that training."
+    second = "nobody got hurt, and the coach is buying dinner."
+    got = model.classify("but hey, " + second)
+    assert got.label != model.classify(first).label and got.probs[got.label] < 0.99
+    parts = beats.plan(LineRequest(f"{first} But hey, {second}"), model, change=0.99)
+    assert len(parts) == 2
+    assert len(beats.plan(LineRequest(f"{first} {second.capitalize()}"), model, change=0.99)) == 1
+
+
+def test_speech_connectives_need_a_sure_change(model):
+    # "until" in speech is a word, not a cut: the clause after it counts like a sentence
+    parts = beats.plan(LineRequest("Please keep your ticket until the end of the journey."), model, change=1.01)
+    assert len(parts) == 1
+    told = "She laughs at the joke, then suddenly looks worried."
+    assert len(beats.plan(LineRequest(told), model, change=1.01)) == 2
+
+
 def test_without_a_feeling_model_only_connectives_cut():
     parts = beats.plan(LineRequest("Ha! You fell in the mud! Wait, are you bleeding?"), None)
     assert len(parts) == 1 and parts[0].prior is None

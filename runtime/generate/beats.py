@@ -2,12 +2,14 @@
 
 A line is cut into sentences (:func:`runtime.text.split_sentences`) and each sentence at the
 connectives that tell a sequence in a stage direction (:func:`prompt.clauses`: "laughs, then looks
-worried"). A clause after a connective starts a new beat when the feeling model reads another
-feeling in it; a sentence only when it reads another feeling with some confidence (``change``):
-"Ha! You fell right in the mud! Wait, are you bleeding?" is joy, then fear, while "You got the
-part? That's amazing!" stays one joyful beat and "Keep your ticket until the end of the journey"
-one calm one. Otherwise a piece joins the beat before. Each beat is one request to the keyframe model, carrying the
-feeling model's reading as a prior (``LineRequest.prior``) and the line's intensity.
+worried"). In a stage direction a clause after a connective starts a new beat when the feeling model
+reads another feeling in it; so does a sentence that opens with a turn word ("Wait,", "But hey,", "Now,");
+any other sentence (or, in speech, clause) only when it reads another feeling with some confidence
+(``change``): "Ha! You fell right in the mud! Wait, are you bleeding?" is joy, then fear, while "You
+got the part? That's amazing!" stays one joyful beat and "Keep your ticket until the end of the
+journey" one calm one. Otherwise a piece joins the beat before. Each beat is one request to the
+keyframe model, carrying the feeling model's reading as a prior (``LineRequest.prior``) and the
+line's intensity.
 """
 
 from __future__ import annotations
@@ -34,6 +36,12 @@ def _sub(req: LineRequest, text: str, feeling: Feeling | None) -> LineRequest:
         sub.intensity = feeling.intensity
     return sub
 
+
+# a sentence that opens with one of these turns the line ("This soup is delicious. Wait, is that a
+# cockroach?", "We lost. But hey, nobody got hurt."): like a clause after a connective, it starts a
+# beat whenever it is read as another feeling, however sure the reading
+_TURN = re.compile(r"(?i)^\W*(?:wait|hold on|hang on|but|now|oh no|uh[- ]oh|then|suddenly|actually|anyway|"
+                   r"still|and yet|although|though|except|meanwhile|on the other hand|then again)\b")
 
 SHORT = 3  # words: a sentence shorter than this ("Ha!", "Best.", "No way.") is read with its neighbour
 
@@ -69,11 +77,15 @@ def plan(req: LineRequest, feeling: FeelingModel | None, *, split: bool = True, 
         return [_sub(req, c, None) for c in prompts.clauses(req.text, most)]
     # (text, after a connective): such a clause starts a beat when it is read as another feeling at
     # all; a sentence only when it is read as another feeling with some confidence
+    # In speech the connectives of a stage direction are ordinary words ("keep your ticket until
+    # the end of the journey"): a clause after one counts there like a sentence.
+    told = is_narration(req.text)
     pieces: list[tuple[str, bool]] = []
     for s in _whole_sentences(split_sentences(req.text) or [req.text]):
         cut = prompts.clauses(s, most)
         # a sentence of one clause stays whole: its "?!" is part of how it sounds
-        pieces += [(s, False)] if len(cut) == 1 else [(c, k > 0) for k, c in enumerate(cut)]
+        turn = bool(pieces) and bool(_TURN.match(s))
+        pieces += [(s, turn)] if len(cut) == 1 else [(c, (k > 0 and told) or turn) for k, c in enumerate(cut)]
     read: dict[str, Feeling] = {}
 
     def classify(text: str) -> Feeling:  # each text read once (a one-sentence line: one call)
