@@ -41,9 +41,16 @@ def content(text: str) -> frozenset[str]:
     return frozenset(w for w in _WORD.findall(text.lower()) if w not in _STOP)
 
 
+# MELD test-split utterances quoted in issue 16: that split is one the project is judged on
+QUOTED = ["Please, don't hurt me. I'll give you whatever you want.",
+          "How dare you touch my things without asking!",
+          "That's the third time you've lied to my face. Get out!"]
+
+
 def eval_texts(shared: Path = SHARED) -> list[str]:
-    """Every evaluation text in shared/ that a training line must not come close to."""
-    out: list[str] = []
+    """Every evaluation text in shared/ (and quoted from a judged split) that a training line must
+    not come close to."""
+    out: list[str] = list(QUOTED)
     for p in sorted((shared / "eval").glob("*.jsonl")):
         out += [json.loads(line)["text"] for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
     meld = shared / "data" / "emotion" / "meld" / "dev_sent_emo.csv"
