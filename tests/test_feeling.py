@@ -96,10 +96,12 @@ def test_a_turn_whose_feeling_changes_gets_two_beats(model):
 
 
 def test_a_turn_of_one_feeling_keeps_it(model):
-    # an unsure opening may stay calm; what follows is one feeling, not a change per sentence
+    # the opening question may read calm or surprised; what follows is one feeling, not a change
+    # per sentence
     parts = beats.plan(LineRequest("Did you make this yourself? It's wonderful. Thank you so much!"), model)
     feelings = [max(p.prior, key=p.prior.get) for p in parts]
-    assert [f for f in feelings if f != "neutral"] == ["joy"]
+    assert feelings[-1] == "joy" and len(feelings) <= 2, feelings
+    assert feelings[0] in ("joy", "neutral", "surprise")
     parts = beats.plan(LineRequest("Turn left at the bakery and walk until you reach the river."), model)
     assert len(parts) == 1  # "until" cuts a stage direction only when the feeling changes there
 

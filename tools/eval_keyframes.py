@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     src.add_argument("--meld", help="MELD CSV (Utterance, Emotion, Dialogue_ID, Utterance_ID): measure only")
     ap.add_argument("--heard", action="store_true", help="--meld: the previous utterance as heard")
     ap.add_argument("--every", type=int, default=1, help="--meld: every Nth utterance only")
+    ap.add_argument("--narration", type=float, default=None,
+                    help="how much the feeling model counts in a stage direction (beats.NARRATION)")
     ap.add_argument("--heard-words", type=int, default=None, help="feeling.heard_words (read heard up to N words)")
     ap.add_argument("--feeling", default="auto", help="feeling model: 'auto' (shipped), '' (none) or a path")
     ap.add_argument("--feeling-weight", type=float, default=None)
@@ -93,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     cfg.feeling.model = args.feeling
     if args.heard_words is not None:
         cfg.feeling.heard_words = args.heard_words
+    if args.narration is not None:
+        from runtime.generate import beats
+
+        beats.NARRATION = args.narration
     rss0 = _rss_mb()
     feeling = assemble.feeling(cfg)
     feeling_mb = _rss_mb() - rss0

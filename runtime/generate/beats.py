@@ -14,6 +14,7 @@ line's intensity.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import replace
 
@@ -25,14 +26,21 @@ from runtime.text.feeling import Feeling, FeelingModel, is_narration
 _WORDS = re.compile(r"[A-Za-z0-9']+")
 
 
-NARRATION = 0.2  # how much the feeling model's reading counts in a stage direction (1 in speech)
+NARRATION = 0.2  # how much the feeling model's calm-or-not reading counts in a stage direction
 
 
 def _sub(req: LineRequest, text: str, feeling: Feeling | None) -> LineRequest:
     sub = replace(req, text=text)
     if feeling is not None:
-        scale = NARRATION if is_narration(req.text) else 1.0
-        sub.prior = {k: scale * v for k, v in feeling.log_prior().items()}
+        lp = feeling.log_prior()
+        if is_narration(req.text):
+            # The feeling model learned from speech and reads narration with confidence but badly
+            # ("Her jaw drops when the curtain reveals the prize": contempt); a stage direction
+            # names its feeling for the keyframe model to read. Only whether a feeling shows at
+            # all comes from the reading there ("She reads out the agenda in a flat voice").
+            other = math.log(max(1.0 - feeling.probs.get("neutral", 0.0), 1e-4))
+            lp = {k: NARRATION * (v if k == "neutral" else other) for k, v in lp.items()}
+        sub.prior = lp
         sub.intensity = feeling.intensity
     return sub
 
