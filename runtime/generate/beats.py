@@ -83,10 +83,10 @@ def plan(req: LineRequest, feeling: FeelingModel | None, *, split: bool = True, 
         return [_sub(req, req.text, feeling.classify(req.text, req.heard) if feeling else None)]
     if feeling is None:  # no reader of feelings: only the stage-direction connectives cut
         return [_sub(req, c, None) for c in prompts.clauses(req.text, most)]
-    # (text, after a connective): such a clause starts a beat when it is read as another feeling at
-    # all; a sentence only when it is read as another feeling with some confidence
-    # In speech the connectives of a stage direction are ordinary words ("keep your ticket until
-    # the end of the journey"): a clause after one counts there like a sentence.
+    # (text, cuts on any change): a clause after a connective in a stage direction, or a sentence
+    # after a turn word, starts a beat when it is read as another feeling at all; anything else
+    # only when read as another feeling with some confidence. In speech the connectives are
+    # ordinary words ("keep your ticket until the end of the journey").
     told = is_narration(req.text)
     pieces: list[tuple[str, bool]] = []
     for s in _whole_sentences(split_sentences(req.text) or [req.text]):
