@@ -92,16 +92,16 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     check = LeakCheck(eval_texts())
+    lines = [line for line in args.own.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = [json.loads(line) for line in lines]
     if args.clean:
-        rows = [line for line in args.own.read_text(encoding="utf-8").splitlines() if line.strip()]
-        keep = [line for line in rows if not check.leaks(json.loads(line)["text"])
-                and not check.leaks(json.loads(line).get("heard", "") or "-")]
+        keep = [k for k, r in enumerate(rows) if not check.leaks(r["text"]) and not check.leaks(r.get("heard") or "-")]
         print(f"{args.own.name}: {len(rows) - len(keep)} of {len(rows)} lines close to an eval text"
               + (" (dry run: kept)" if args.dry_run else ", dropped"))
         if not args.dry_run:
-            args.own.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
-    have = {norm(json.loads(line)["text"]) + "\t" + norm(json.loads(line).get("heard", ""))
-            for line in args.own.read_text(encoding="utf-8").splitlines() if line.strip()}
+            args.own.write_text("".join(lines[k] + "\n" for k in keep), encoding="utf-8")
+            rows = [rows[k] for k in keep]
+    have = {norm(r["text"]) + "\t" + norm(r.get("heard", "")) for r in rows}
     added: list[dict] = []
     dropped: Counter[str] = Counter()
     for path in args.inputs:
