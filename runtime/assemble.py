@@ -56,6 +56,7 @@ def local_backend(cfg: Config, lang: Language):
                         n_ctx=m.context, max_tokens=m.max_tokens, lora_path=str(lora) if lora else None,
                         n_gpu_layers=m.gpu_layers, language=lang,
                         max_keyframes=cfg.keyframes.max_keyframes, onset=cfg.keyframes.onset,
+                        decide_early=cfg.keyframes.decide_early,
                         feeling=feeling(cfg), feeling_weight=f.weight, beat_change=f.change,
                         batch=m.batch)
 

@@ -40,6 +40,7 @@ class KeyframesConfig:
     max_items: int = 2
     raw_channels: bool = False  # offer raw ARKit names to the model too
     onset: bool = True  # the runtime writes each clause's first keyframe once the model chose the feeling
+    decide_early: float = 2.0  # nats by which hint, emotion words and feeling model agree: no model reading
 
 
 @dataclass

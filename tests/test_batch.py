@@ -96,14 +96,14 @@ def test_an_interrupt_ends_only_its_own_line(local, language):
 
 def test_a_line_that_fails_ends_alone(local, language, monkeypatch):
     alone_b = keys(local, language, B)
-    feel = local._feel
+    told = local._told  # every clause's decision starts here, decided early or not
 
-    def broken(req, calibrated, logits):
+    def broken(req, calibrated):
         if req.text.startswith("BROKEN"):
             raise RuntimeError("this line's decision failed")
-        return feel(req, calibrated, logits)
+        return told(req, calibrated)
 
-    monkeypatch.setattr(local, "_feel", broken)
+    monkeypatch.setattr(local, "_told", broken)
     got_bad, got_b = together(lambda: keys(local, language, "BROKEN: he waves."), lambda: keys(local, language, B))
     assert isinstance(got_bad, GenerationError) and "decision failed" in str(got_bad)
     assert_close(language, alone_b, got_b)

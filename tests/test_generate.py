@@ -128,10 +128,12 @@ def test_onset_leaves_before_the_model_reads_it(local, language):
     feeling line is evaluated; the model writes the rest, after it."""
     req = LineRequest("She laughs at the joke, then suddenly looks worried.")
     local.trace = seen = []  # (piece, the line's KV position when it was handed over)
+    local.decide_early = 0.0  # always wait for the model's reading of the line
     try:
         list(local.stream(req))
     finally:
         local.trace = None
+        local.decide_early = 2.0
     clause = LineRequest(clauses(req.text)[0])
     line_tokens = len(local.llm.tokenize(prompts.line_part(clause)[len(local._open):].encode(), add_bos=False,
                                          special=True))
@@ -145,6 +147,29 @@ def test_onset_leaves_before_the_model_reads_it(local, language):
     onsets = [p for p, _ in seen[1:] if p.rsplit(" ", 1)[0] in opening]
     assert onsets, "the second clause opens with its own onset"
     assert len(seen) > 2 + len(onsets)  # the model wrote keyframes of its own
+
+
+@pytest.mark.model
+def test_a_feeling_the_request_makes_plain_leaves_before_the_model_reads_the_line(local, language):
+    """When hint, emotion words and feeling model agree by ``decide_early`` nats, the onset is handed
+    over before any of the line is evaluated; a line they leave open waits for the model's reading."""
+    assert local.decide_early == 2.0
+    plain = LineRequest("I am furious with you!", emotion="anger")
+    open_ = LineRequest("The door creaks open.")
+    first = {}
+    for req in (plain, open_):
+        local.trace = seen = []
+        try:
+            list(local.stream(req))
+        finally:
+            local.trace = None
+        first[req.text] = seen
+    piece, n = first[plain.text][0]
+    assert n == local.prefix_tokens and language.preset(piece.split()[1]) == "anger"
+    assert len(first[plain.text]) > 1  # the model went on to write the line's keyframes
+    line = len(local.llm.tokenize(prompts.line_part(open_)[len(local._open):].encode(), add_bos=False,
+                                  special=True))
+    assert first[open_.text][0][1] == local.prefix_tokens + line
 
 
 @pytest.mark.model

@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--examples", type=int, default=-1, help="use only the first N few-shot examples")
     ap.add_argument("--no-consistent", action="store_true", help="let each line of a clause change emotion")
     ap.add_argument("--no-onset", action="store_true", help="the model writes each clause's first keyframe too")
+    ap.add_argument("--decide-early", type=float, default=None,
+                    help="keyframes.decide_early: nats of agreement that skip the model's reading (0 = never)")
     ap.add_argument("--no-cues", action="store_true", help="no prior for emotion words the text uses")
     ap.add_argument("--probe", default=str(PROBE))
     ap.add_argument("--save", help="write {id, keyframes, seconds} lines (the probe's --results format)")
@@ -125,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
                            level_floor=0 if args.plain else 4, cue_prior=0.0 if args.no_cues else 2.0,
                            onset=not args.no_onset, feeling=feeling,
                            feeling_weight=cfg.feeling.weight if args.feeling_weight is None else args.feeling_weight,
-                           beat_change=cfg.feeling.change if args.change is None else args.change)
+                           beat_change=cfg.feeling.change if args.change is None else args.change,
+                           decide_early=cfg.keyframes.decide_early if args.decide_early is None else args.decide_early)
     load_s = time.perf_counter() - t0
     if args.bench_kv:
         bench_kv(backend, prompts[: args.bench_kv])

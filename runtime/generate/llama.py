@@ -322,7 +322,7 @@ class LlamaBackend:
                  max_keyframes: int = 8, emotion_prior: float = 3.0, consistent: bool = True,
                  cue_prior: float = 2.0, level_floor: int = 4, onset: bool = True,
                  feeling: FeelingModel | None = None, feeling_weight: float = 2.5,
-                 beat_change: float = 0.65, batch: int = 8) -> None:
+                 beat_change: float = 0.65, decide_early: float = 0.0, batch: int = 8) -> None:
         try:
             import llama_cpp
             from llama_cpp import Llama
@@ -358,6 +358,7 @@ class LlamaBackend:
         self.feeling = feeling
         self.feeling_weight = feeling_weight
         self.beat_change = beat_change
+        self.decide_early = decide_early
         self._pieces: dict[int, str] = {}
         self._word_presets: dict[int, frozenset[str]] = {}
         self.stats: dict[str, float] = {}
@@ -413,6 +414,7 @@ class LlamaBackend:
                 self._feel_first[w] = t
                 owners.setdefault(t, set()).add(name)
         self._feel_tokens = {t: next(iter(o)) for t, o in owners.items() if len(o) == 1}
+        self._feel_names = sorted(set(self._feel_tokens.values()))
         self.last_scores: dict[str, float] = {}
         self._levels = [t for t in {self.llm.tokenize(f"{sp}{d}".encode(), add_bos=False, special=False)[0]
                                     for d in range(10) for sp in ("", " ")} if self.piece(t).strip().isdigit()]
@@ -559,42 +561,69 @@ class LlamaBackend:
             mass[name] = mass.get(name, 0.0) + pt
         return mass
 
-    def _feel(self, req: LineRequest, calibrated: bool, logits: np.ndarray) -> tuple[str, str]:
-        """Decide the emotion where the answer says "They feel ...": the model's probabilities per
-        emotion, divided by its content-free preference (calibration), plus priors for the request's
-        ``emotion`` hint and for emotion words the text (or, half as much, the context) uses itself."""
-        mass = self._feeling_mass(logits)
+    def _told(self, req: LineRequest, calibrated: bool) -> dict[str, float]:
+        """Each emotion's score from what the request tells without the keyframe model: priors for
+        its ``emotion`` hint, for emotion words the text (or, half as much, the context) uses itself,
+        and the feeling model's reading of the words."""
         hint = self._hint(req)
         cues = self.language.cues(req.text) if calibrated else set()
         context_cues = self.language.cues(req.context) if calibrated else set()
+        score = {}
+        for name in self._feel_names:
+            s = self.emotion_prior if name == hint else 0.0
+            s += self.cue_prior * ((name in cues) + 0.5 * (name in context_cues))
+            if calibrated and req.prior:
+                s += self.feeling_weight * req.prior.get(name, math.log(1e-4))
+            score[name] = s
+        return score
+
+    def _sure(self, told: dict[str, float]) -> str | None:
+        """The emotion ``told`` favours by at least ``decide_early`` over every other, else None."""
+        if self.decide_early <= 0:
+            return None
+        first, second = sorted(told.values(), reverse=True)[:2]
+        return max(told, key=told.__getitem__) if first - second >= self.decide_early else None
+
+    def _feel(self, req: LineRequest, calibrated: bool, logits: np.ndarray,
+              told: dict[str, float]) -> tuple[str, str]:
+        """Decide the emotion where the answer says "They feel ...": the model's probabilities per
+        emotion, divided by its content-free preference (calibration), plus what the request tells."""
+        mass = self._feeling_mass(logits)
         score = {}
         for name, m in mass.items():
             s = math.log(max(m, 1e-12))
             if calibrated and self.cf_log:
                 s -= self.calibrate * self.cf_log.get(name, 0.0)
-            if name == hint:
-                s += self.emotion_prior
-            s += self.cue_prior * ((name in cues) + 0.5 * (name in context_cues))
-            if calibrated and req.prior:  # the feeling model's reading of the words
-                s += self.feeling_weight * req.prior.get(name, math.log(1e-4))
-            score[name] = s
+            score[name] = s + told[name]
         best = max(score, key=score.__getitem__)
         self.last_scores = score
         word = max(prompts.FEELINGS[best], key=lambda w: logits[self._feel_first[w]])
         return best, word
 
     def _decode(self, seq: _Seq, req: LineRequest, keyframes: int, budget: int,
-                emit: Callable[[str, int], None], *, calibrated: bool = True,
+                emit: Callable[[str, int], None], *, calibrated: bool = True, early: bool = True,
                 cancel: threading.Event | None = None) -> Generator[list[int], np.ndarray, None]:
         """Generate one clause: the feeling word, then keyframe lines (emitted as (piece, tokens)).
         Yields the tokens to evaluate next; the batch loop sends back the logits after the last."""
         self._rewind(seq)
         grammar = seq.grammar
         grammar.reset()
-        logits = yield self._line_ids(req)
-        chosen, word = self._feel(req, calibrated, logits)
+        line_ids = self._line_ids(req)
+        told = self._told(req, calibrated)
+        chosen = self._sure(told) if calibrated and early else None
+        if chosen is not None:
+            # The words, hint and feeling model agree so clearly that the model's reading seldom
+            # overturns them (docs/BENCHMARKS.md), so the onset leaves now and the line's prompt is
+            # evaluated once, with the feeling line. Only a line's first clause: later ones are
+            # generated while the face already moves, and there the model's reading is worth its wait.
+            word = prompts.FEELINGS[chosen][0]
+            self.last_scores = told
+        else:
+            logits = yield line_ids
+            line_ids = []
+            chosen, word = self._feel(req, calibrated, logits, told)
         # the feeling line is ours, not the model's: it goes into the context, never to the parser
-        feel_ids = self.llm.tokenize(f" {word}.\n".encode(), add_bos=False, special=False)
+        feel_ids = line_ids + self.llm.tokenize(f" {word}.\n".encode(), add_bos=False, special=False)
         lines = 0
         onset = self._onset_ids(grammar, chosen, req.intensity) if self.onset else None
         if onset is not None:
@@ -657,11 +686,12 @@ class LlamaBackend:
                 job.emit(done + "\n", line_tokens)
                 line_tokens = 0
 
-        for sub in subs:
+        for k, sub in enumerate(subs):
             # Whole lines only: a clause cut off mid-line (budget, cancel) drops its partial line
             # instead of gluing it to the next clause's first line.
             line, line_tokens = "", 0
-            yield from self._decode(seq, sub, each, budget, piece, calibrated=self.calibrate > 0, cancel=cancel)
+            yield from self._decode(seq, sub, each, budget, piece, calibrated=self.calibrate > 0, early=k == 0,
+                                    cancel=cancel)
             budget = self.max_tokens - n
             if budget <= 0 or (cancel is not None and cancel.is_set()):
                 break
