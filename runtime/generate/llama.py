@@ -56,6 +56,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -304,6 +305,17 @@ class _Job:
     @property
     def stopped(self) -> bool:
         return self.abandoned or (self.cancel is not None and self.cancel.is_set())
+
+
+@dataclass
+class _Early:
+    """A line's first feeling, decided before the model read the line (LlamaBackend._early)."""
+
+    feeling: str
+    t0: float  # when the line came in
+    onset: str | None = None  # its onset line, handed over at once (keyframes.onset)
+    tokens: int = 0  # the onset's tokens
+    sent_s: float | None = None  # seconds from t0 to the onset leaving
 
 
 class LlamaBackend:
@@ -601,24 +613,22 @@ class LlamaBackend:
         return best, word
 
     def _decode(self, seq: _Seq, req: LineRequest, keyframes: int, budget: int,
-                emit: Callable[[str, int], None], *, calibrated: bool = True, early: bool = True,
+                emit: Callable[[str, int], None], *, calibrated: bool = True, decided: str | None = None,
+                sent: str | None = None,
                 cancel: threading.Event | None = None) -> Generator[list[int], np.ndarray, None]:
         """Generate one clause: the feeling word, then keyframe lines (emitted as (piece, tokens)).
-        Yields the tokens to evaluate next; the batch loop sends back the logits after the last."""
+        Yields the tokens to evaluate next; the batch loop sends back the logits after the last.
+        ``decided``: the clause's feeling, decided before the model reads it (:meth:`_early`);
+        ``sent``: its onset line, already handed over."""
         self._rewind(seq)
         grammar = seq.grammar
         grammar.reset()
         line_ids = self._line_ids(req)
-        told = self._told(req, calibrated)
-        chosen = self._sure(told) if calibrated and early else None
-        if chosen is not None:
-            # The words, hint and feeling model agree so clearly that the model's reading seldom
-            # overturns them (docs/BENCHMARKS.md), so the onset leaves now and the line's prompt is
-            # evaluated once, with the feeling line. Only a line's first clause: later ones are
-            # generated while the face already moves, and there the model's reading is worth its wait.
-            word = prompts.FEELINGS[chosen][0]
-            self.last_scores = told
+        if decided is not None:
+            # the line's prompt is evaluated once, together with the feeling line and the onset
+            chosen, word = decided, prompts.FEELINGS[decided][0]
         else:
+            told = self._told(req, calibrated)
             logits = yield line_ids
             line_ids = []
             chosen, word = self._feel(req, calibrated, logits, told)
@@ -626,9 +636,14 @@ class LlamaBackend:
         feel_ids = line_ids + self.llm.tokenize(f" {word}.\n".encode(), add_bos=False, special=False)
         lines = 0
         onset = self._onset_ids(grammar, chosen, req.intensity) if self.onset else None
+        if sent is not None and (onset is None or onset[0] != sent):
+            # (cannot happen with the shipped grammar) the onset left, so the model must see it
+            log.warning("onset %r already sent but not accepted by the grammar", sent)
+            onset = sent, self.llm.tokenize(sent.encode(), add_bos=False, special=False)
         if onset is not None:
             # The first keyframe leaves now, before the model evaluates it with the feeling line.
-            emit(onset[0], len(onset[1]))
+            if sent is None:
+                emit(onset[0], len(onset[1]))
             lines = 1
             if lines >= keyframes or (cancel is not None and cancel.is_set()):
                 return
@@ -665,12 +680,14 @@ class LlamaBackend:
             emit(text, 1)
             logits = yield [tok]
 
-    def _line(self, seq: _Seq, job: _Job, subs: list[LineRequest], each: int) -> Generator[list[int], np.ndarray, None]:
-        """One line, clause by clause, on its own sequence: whole keyframe lines out, times continuing."""
+    def _line(self, seq: _Seq, job: _Job, subs: list[LineRequest], each: int,
+              early: _Early | None = None) -> Generator[list[int], np.ndarray, None]:
+        """One line, clause by clause, on its own sequence: whole keyframe lines out, times continuing.
+        ``early``: the first clause's feeling decided, and perhaps its onset sent, before it got here."""
         cancel = job.cancel
-        t0 = time.perf_counter()
-        n = 0
-        first = None
+        t0 = early.t0 if early else time.perf_counter()
+        n = early.tokens if early else 0
+        first = early.sent_s if early else None
         budget = self.max_tokens
         line, line_tokens = "", 0
 
@@ -690,14 +707,39 @@ class LlamaBackend:
             # Whole lines only: a clause cut off mid-line (budget, cancel) drops its partial line
             # instead of gluing it to the next clause's first line.
             line, line_tokens = "", 0
-            yield from self._decode(seq, sub, each, budget, piece, calibrated=self.calibrate > 0, early=k == 0,
-                                    cancel=cancel)
+            first_clause = k == 0 and early is not None
+            yield from self._decode(seq, sub, each, budget, piece, calibrated=self.calibrate > 0,
+                                    decided=early.feeling if first_clause else None,
+                                    sent=early.onset if first_clause else None, cancel=cancel)
             budget = self.max_tokens - n
             if budget <= 0 or (cancel is not None and cancel.is_set()):
                 break
         job.stats = {"tokens": n, "seconds": time.perf_counter() - t0,
                      "first_keyframe_s": first if first is not None else float("nan"),
-                     "clauses": len(subs)}
+                     "clauses": len(subs), "decided_early": early is not None}
+
+    def _early(self, req: LineRequest, job: _Job) -> _Early | None:
+        """A line's first feeling when what the request tells makes it plain, with its onset handed
+        over at once: the face starts before the line waits for a place in the batch (and for the
+        steps of the lines already in it) and before the model reads it. Later clauses are read by
+        the model: they are generated while the face already moves."""
+        t0 = time.perf_counter()
+        if self.calibrate <= 0:
+            return None
+        try:
+            feeling = self._sure(self._told(req, True))
+        except Exception as e:  # only the head start is lost: the batch loop decides (or fails) the line
+            log.warning("early feeling decision failed: %s: %s", type(e).__name__, e)
+            return None
+        if feeling is None:
+            return None
+        early = _Early(feeling, t0)
+        if self.onset and not job.stopped:
+            early.onset = prompts.onset_line(feeling, req.intensity)
+            early.tokens = len(self.llm.tokenize(early.onset.encode(), add_bos=False, special=False))
+            job.emit(early.onset, early.tokens)
+            early.sent_s = time.perf_counter() - t0
+        return early
 
     def _content_free(self) -> dict[str, float]:
         """log p(emotion) after "They feel", averaged over content-free inputs."""
@@ -725,7 +767,10 @@ class LlamaBackend:
         # gets about the same time and the switch lands where the text puts it
         each = min(self.max_keyframes, self.clause_keyframes + 1) if len(parts) == 1 else max(
             2, min(self.clause_keyframes, self.max_keyframes // len(parts)))
-        job = _Job(lambda seq, job: self._line(seq, job, parts, each), cancel, sink)
+        early: list[_Early | None] = [None]
+        job = _Job(lambda seq, job: self._line(seq, job, parts, each, early[0]), cancel, sink)
+        job.trace = self.trace
+        early[0] = self._early(parts[0], job)
         if sink is not None:
             self._submit(job)
             return
