@@ -312,7 +312,7 @@ class _Early:
     """A line's first feeling, decided before the model read the line (LlamaBackend._early)."""
 
     feeling: str
-    t0: float  # when the line came in
+    t0: float  # when the line came in (before it was cut into beats)
     onset: str | None = None  # its onset line, handed over at once (keyframes.onset)
     tokens: int = 0  # the onset's tokens
     sent_s: float | None = None  # seconds from t0 to the onset leaving
@@ -718,12 +718,11 @@ class LlamaBackend:
                      "first_keyframe_s": first if first is not None else float("nan"),
                      "clauses": len(subs), "decided_early": early is not None}
 
-    def _early(self, req: LineRequest, job: _Job) -> _Early | None:
+    def _early(self, req: LineRequest, job: _Job, t0: float) -> _Early | None:
         """A line's first feeling when what the request tells makes it plain, with its onset handed
         over at once: the face starts before the line waits for a place in the batch (and for the
         steps of the lines already in it) and before the model reads it. Later clauses are read by
-        the model: they are generated while the face already moves."""
-        t0 = time.perf_counter()
+        the model: they are generated while the face already moves. ``t0``: when the line came in."""
         if self.calibrate <= 0:
             return None
         try:
@@ -762,6 +761,7 @@ class LlamaBackend:
 
     def _line_job(self, req: LineRequest, cancel: threading.Event | None,
                   sink: Callable[[object], None] | None) -> Iterator[tuple[str, int]]:
+        t0 = time.perf_counter()
         parts = beats.plan(req, self.feeling, split=self.split_clauses, change=self.beat_change)
         # one beat: a few keyframes (onset, apex, settle); several: an even share each, so each beat
         # gets about the same time and the switch lands where the text puts it
@@ -770,7 +770,7 @@ class LlamaBackend:
         early: list[_Early | None] = [None]
         job = _Job(lambda seq, job: self._line(seq, job, parts, each, early[0]), cancel, sink)
         job.trace = self.trace
-        early[0] = self._early(parts[0], job)
+        early[0] = self._early(parts[0], job, t0)
         if sink is not None:
             self._submit(job)
             return
