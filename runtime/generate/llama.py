@@ -427,7 +427,6 @@ class LlamaBackend:
                 owners.setdefault(t, set()).add(name)
         self._feel_tokens = {t: next(iter(o)) for t, o in owners.items() if len(o) == 1}
         self._feel_names = sorted(set(self._feel_tokens.values()))
-        self.last_scores: dict[str, float] = {}
         self._levels = [t for t in {self.llm.tokenize(f"{sp}{d}".encode(), add_bos=False, special=False)[0]
                                     for d in range(10) for sp in ("", " ")} if self.piece(t).strip().isdigit()]
         # tokens that can start each preset's words, spaced or not (the grammar puts a space first)
@@ -608,7 +607,6 @@ class LlamaBackend:
                 s -= self.calibrate * self.cf_log.get(name, 0.0)
             score[name] = s + told[name]
         best = max(score, key=score.__getitem__)
-        self.last_scores = score
         word = max(prompts.FEELINGS[best], key=lambda w: logits[self._feel_first[w]])
         return best, word
 
