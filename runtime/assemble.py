@@ -47,18 +47,18 @@ def backend(cfg: Config, lang: Language):
 def local_backend(cfg: Config, lang: Language):
     """llama.cpp in this process (loads the weights: about a second)."""
     from runtime.generate.llama import LlamaBackend
-    from runtime.generate.models import adapter, resolve
+    from runtime.generate.models import adapter, weights
 
     m = cfg.model
     lora = adapter(m.name, m.lora_path)
     f = cfg.feeling
-    return LlamaBackend(resolve(m.name), grammar(cfg, lang), n_threads=m.threads,
+    return LlamaBackend(weights(m.name, m.quant), grammar(cfg, lang), n_threads=m.threads,
                         n_ctx=m.context, max_tokens=m.max_tokens, lora_path=str(lora) if lora else None,
                         n_gpu_layers=m.gpu_layers, language=lang,
                         max_keyframes=cfg.keyframes.max_keyframes, onset=cfg.keyframes.onset,
                         decide_early=cfg.keyframes.decide_early,
                         feeling=feeling(cfg), feeling_weight=f.weight, beat_change=f.change,
-                        batch=m.batch)
+                        batch=m.batch, reading=f.reading)
 
 
 def feeling(cfg: Config):

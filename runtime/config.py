@@ -22,6 +22,7 @@ class ConfigError(ValueError):
 @dataclass
 class ModelConfig:
     name: str = "smollm2-135m"  # a known model name or a path to a .gguf
+    quant: str = "auto"  # weight type it runs in: "auto" (a known model's fast type), "" (as shipped), "Q8_0"...
     lora_path: str = "auto"  # GGUF LoRA adapter on top: "auto" = the one shipped for the model, "" = none
     threads: int = 0  # 0 = cores - 1: a core stays free for the frame clock
     context: int = 2048
@@ -49,6 +50,7 @@ class FeelingConfig:
     weight: float = 2.5  # how much its reading (weight * log p) counts beside the keyframe model's own
     change: float = 0.65  # its confidence in another feeling for a sentence to start a new beat
     heard_words: int = 4  # what was heard is read for replies of at most this many words; 0 = never
+    reading: float = 0.0  # how much the keyframe model's own reading counts in speech (stage directions: 1)
 
 
 @dataclass
@@ -223,6 +225,11 @@ def _build(cls: type, data: dict, prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
+# llama.cpp weight types model.quant may name (its LLAMA_FTYPE_MOSTLY_* names that need no imatrix)
+QUANTS = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "F16", "BF16", "Q3_K_M", "Q4_K_S", "Q4_K_M", "Q5_K_S",
+          "Q5_K_M", "Q6_K")
+
+
 def load(path: str | Path | None = None) -> Config:
     """Read a config.toml (missing keys take their defaults); no path = all defaults."""
     if path is None:
@@ -235,6 +242,9 @@ def load(path: str | Path | None = None) -> Config:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: {e}") from None
     cfg = _build(Config, data)
+    if cfg.model.quant.strip().upper() not in ("AUTO", "", *QUANTS):
+        raise ConfigError(f"model.quant: unknown weight type {cfg.model.quant!r} "
+                          f"(\"auto\", \"\" or one of {', '.join(QUANTS)})")
     if data.get("presets") is not None:  # user presets extend the defaults
         cfg.presets = {**Config().presets, **cfg.presets}
     if data.get("aliases") is not None:

@@ -220,6 +220,11 @@ def test_very_short_sentences_are_read_with_a_neighbour(sentences, expect):
     ("I can't believe it worked!", False),
     ("Don't touch the red wire.", False),
     ("That's the best news all week!", False),
+    # spoken without I/you: a discourse marker first, or a spoken contraction
+    ("Sure, that works.", False),
+    ("Okay, the bus leaves at nine.", False),
+    ("His toy's still under the porch.", False),
+    ("The man sighs and sits down.", True),
 ])
 def test_stage_directions_are_told_from_speech(text, narration):
     assert feeling_mod.is_narration(text) is narration

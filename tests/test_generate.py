@@ -173,6 +173,30 @@ def test_a_feeling_the_request_makes_plain_leaves_before_the_model_reads_the_lin
 
 
 @pytest.mark.model
+def test_in_speech_the_feeling_model_decides_at_once_when_the_models_reading_is_off(local, language):
+    """``feeling.reading = 0`` (the default): a spoken line the feeling model is unsure of (here by
+    under 2 nats) is still decided before the model reads it; with the reading on, it waits."""
+    from runtime.generate import beats
+
+    line = LineRequest("Well, that went about as expected.")
+    sub = beats.plan(line, local.feeling)[0]
+    top = sorted(sub.prior.values(), reverse=True)
+    assert sub.spoken and local.feeling_weight * (top[0] - top[1]) < local.decide_early
+    reading = local.reading
+    assert reading == 0.0
+    first = {}
+    try:
+        for local.reading in (0.0, 1.0):
+            local.trace = seen = []
+            list(local.stream(line))
+            first[local.reading] = seen[0][1]
+    finally:
+        local.trace, local.reading = None, reading
+    assert first[0.0] == -1  # before it had a place in the batch
+    assert first[1.0] > local.prefix_tokens  # after the model read the line
+
+
+@pytest.mark.model
 def test_without_onset_the_model_writes_every_line(config, language):
     from runtime import assemble
 

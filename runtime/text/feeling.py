@@ -69,6 +69,13 @@ _QUOTED = re.compile(r"[\"\u201c][^\"\u201d]*[\"\u201d]|(?<![A-Za-z])'[^']*'(?![
 _SPEAKER = frozenset("i i'm i'll i've i'd me my mine myself we we're we'll we've us our ours you you're you'll "
                      "you've you'd your yours yourself ya y'all don't let's please hey oh ah ahh ugh".split())
 _THIRD = frozenset("he she they it his her their its".split())
+# what only someone speaking opens with, or says: a discourse marker first ("Sure, that works.",
+# "Yeah, hero sandwiches."), or a spoken contraction ("His toy's still under the porch.")
+_MARKER = frozenset("yeah yes yep yup nope no okay ok sure well so hm hmm um uh huh wow look listen right fine "
+                    "alright man dude god gosh great thanks sorry please anyway actually honestly seriously".split())
+_SPOKEN = re.compile(r"(?i)\b\w+(?:n't|'re|'ll|'ve|'d|'m)\b|\b\w+'s\s+(?:not|been|gonna|got|still|just|all|"
+                     r"never|always|a|an|the|so|too|fine|right|over|here|there|back|gone)\b|"
+                     r"\b(?:gonna|wanna|gotta|kinda|sorta|musta|y'know|ain't)\b")
 _DIRECTION = re.compile(r"^\s*(?:\([^)]*\)|[A-Z][A-Z]+\s*\([^)]*\)\s*:)")  # "(laughing) ...", "MARIA (sighs):"
 
 
@@ -82,7 +89,7 @@ def is_narration(text: str) -> bool:
     if "?" in outside or "!" in outside:  # asked or exclaimed: someone is speaking
         return False
     words = re.findall(r"[a-z']+", outside.lower())
-    if not words or any(w in _SPEAKER for w in words):
+    if not words or any(w in _SPEAKER for w in words) or words[0] in _MARKER or _SPOKEN.search(outside):
         return False
     first = re.findall(r"[A-Za-z']+", outside)
     if words[0] in _THIRD:
