@@ -70,7 +70,7 @@ _SPEAKER = frozenset("i i'm i'll i've i'd me my mine myself we we're we'll we've
                      "you've you'd your yours yourself ya y'all don't let's please hey oh ah ahh ugh".split())
 _THIRD = frozenset("he she they it his her their its".split())
 # what only someone speaking opens with, or says: a discourse marker first ("Sure, that works.",
-# "Yeah, hero sandwiches."), or a spoken contraction ("His toy's still under the porch.")
+# "Yeah, pancakes again."), or a spoken contraction ("His toy's still under the porch.")
 _MARKER = frozenset("yeah yes yep yup nope no okay ok sure well so hm hmm um uh huh wow look listen right fine "
                     "alright man dude god gosh great thanks sorry please anyway actually honestly seriously".split())
 _SPOKEN = re.compile(r"(?i)\b\w+(?:n't|'re|'ll|'ve|'d|'m)\b|\b\w+'s\s+(?:not|been|gonna|got|still|just|all|"
