@@ -28,7 +28,7 @@ def test_auto_converts_the_default_model_once_and_reuses_the_file(tmp_path, monk
     path = models.weights("smollm2-135m", "auto")
     assert path.parent == tmp_path and path != shipped and file_type(path) == Q4_0
     stamp = path.stat().st_mtime_ns
-    assert models.weights("smollm2-135m", "auto") == path and path.stat().st_mtime_ns == stamp
+    assert models.weights("smollm2-135m", "AUTO") == path and path.stat().st_mtime_ns == stamp
     assert not list(tmp_path.glob("*.tmp"))  # written whole, then renamed
 
 

@@ -81,13 +81,15 @@ def cache_root() -> Path | None:
     return None if root.lower() in ("", "0", "off") else Path(root)
 
 
-def weights(model: str, quant: str = "auto") -> Path:
+def weights(model: str, quant: str = "") -> Path:
     """The .gguf to load for ``model``: :func:`resolve`'s file, converted to ``quant`` ("auto": the
     known model's :data:`FAST` type, none for others; "": the file as it is; or a llama.cpp type
     name such as "Q4_0", "Q8_0", "Q4_K_S"). A conversion that cannot be made logs why and loads
     the file as it is: a slower model, never none."""
     path = resolve(model)
-    target = FAST.get(model, "") if quant == "auto" else quant.strip().upper()
+    target = quant.strip().upper()  # as config.load accepts it: any case
+    if target == "AUTO":
+        target = FAST.get(model, "")
     if not target:
         return path
     try:
