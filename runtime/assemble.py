@@ -7,11 +7,14 @@ way ``say`` does.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
+from runtime.clock import FrameClock
 from runtime.config import Config
 from runtime.keyframes.grammar import gbnf
 from runtime.keyframes.language import Language
 from runtime.sinks import Sink, SinkOptions, open_sink
+from runtime.sinks.fanout import Fanout
 
 log = logging.getLogger(__name__)
 
@@ -93,3 +96,21 @@ def sinks(cfg: Config, extra: list[str] = ()) -> list[Sink]:
             s.close()
         raise
     return opened
+
+
+def fanout(cfg: Config, sinks: list[Sink]) -> Fanout:
+    """The sinks of one avatar; holding frames for the clock to send when it makes them ahead."""
+    return Fanout(sinks, hold=cfg.animation.lead_ms > 0)
+
+
+def frame_clock(cfg: Config, tick: Callable[[int, float], bool | None], fanouts: list[Fanout]) -> FrameClock:
+    """The frame clock for ``tick``, sending the held frames of ``fanouts`` (a list that may grow)
+    on each deadline when ``animation.lead_ms`` > 0. Not started."""
+    a = cfg.animation
+
+    def emit() -> None:
+        for f in fanouts:
+            f.flush()
+
+    return FrameClock(a.fps, tick, spin_s=a.spin_ms / 1000.0, emit=emit if a.lead_ms > 0 else None,
+                      lead_s=a.lead_ms / 1000.0)

@@ -114,8 +114,9 @@ class Avatar:
                  fps: float = 60.0, attack: float = 0.2, release: float = 0.6,
                  interpolator: Interpolator | None = None, timeout: float = 10.0,
                  max_lines: int = 32, on_event: Callable[[Event], None] | None = None,
-                 idle: Idle | None = None, interrupt_blend: float = 0.15) -> None:
+                 idle: Idle | None = None, interrupt_blend: float = 0.15, lead: float = 0.0) -> None:
         self.name = name
+        self.lead = lead  # seconds from making a frame to sending it (FrameClock lead_s): live audio meets it then
         self.backend = backend
         self.language = language
         self.fanout = fanout
@@ -159,6 +160,8 @@ class Avatar:
         if not req.id:
             req.id = f"{self.name}-{next(self._ids)}"
         line = Line(req, epoch=self._epoch, speech=speech)
+        if self.lead and hasattr(speech, "lead"):  # live audio: sample the sound the frame will meet
+            speech.lead = self.lead  # type: ignore[union-attr]
         if chunked:
             if speech is not None:
                 raise ValueError("a line sent in chunks cannot be spoken")

@@ -193,10 +193,9 @@ def _receiver(port: int, seconds: float, conn) -> None:
 
 
 def pacing(backend, lang, cfg, seconds: float) -> dict:
+    from runtime import assemble
     from runtime.avatar import Avatar
-    from runtime.clock import FrameClock
     from runtime.generate import LineRequest
-    from runtime.sinks.fanout import Fanout
     from runtime.sinks.livelink import LiveLinkSink
 
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -208,8 +207,9 @@ def pacing(backend, lang, cfg, seconds: float) -> dict:
     parent.recv()
     fps = cfg.animation.fps
     sink = LiveLinkSink("127.0.0.1", port, device_id=cfg.livelink.device_id, subject="bench", fps=fps)
-    avatar = Avatar("bench", backend, lang, Fanout([sink]), fps=fps, attack=cfg.animation.attack,
-                    release=cfg.animation.release, max_lines=4)
+    fanout = assemble.fanout(cfg, [sink])  # and the clock below: paced as say and serve are
+    avatar = Avatar("bench", backend, lang, fanout, fps=fps, attack=cfg.animation.attack,
+                    release=cfg.animation.release, max_lines=4, lead=cfg.animation.lead_ms / 1000)
     stop = threading.Event()
 
     def feed() -> None:  # keep the model generating the whole time
@@ -222,8 +222,7 @@ def pacing(backend, lang, cfg, seconds: float) -> dict:
                 time.sleep(0.05)
 
     total = int(seconds * fps)
-    clock = FrameClock(fps, lambda n, t: avatar.tick(n, t) is not None and n + 1 < total,
-                       spin_s=cfg.animation.spin_ms / 1000)
+    clock = assemble.frame_clock(cfg, lambda n, t: avatar.tick(n, t) is not None and n + 1 < total, [fanout])
     feeder = threading.Thread(target=feed, daemon=True)
     feeder.start()
     clock.start()

@@ -145,9 +145,7 @@ def cmd_say(args: argparse.Namespace) -> int:
     from runtime import assemble
     from runtime.animate.spline import warm_up
     from runtime.avatar import Avatar
-    from runtime.clock import FrameClock
     from runtime.sinks import SinkError
-    from runtime.sinks.fanout import Fanout
 
     if args.stdin and (args.text or args.talk or args.words or args.duration or args.speak is not None
                        or args.audio):
@@ -171,11 +169,11 @@ def cmd_say(args: argparse.Namespace) -> int:
             s.close()
         raise
     warm_up()
-    fanout = Fanout(sinks)
+    fanout = assemble.fanout(cfg, sinks)
     a = cfg.animation
     avatar = Avatar("default", backend, lang, fanout, fps=a.fps, attack=a.attack,
                     release=a.release, interpolator=assemble.interpolator(cfg),
-                    timeout=cfg.model.timeout, idle=_idle(cfg, args))
+                    timeout=cfg.model.timeout, idle=_idle(cfg, args), lead=a.lead_ms / 1000.0)
     day0 = _seconds_of_day()
     tail = int(a.fps * 0.25)  # a few rest frames after the line so receivers settle
     state = {"after": -1}
@@ -197,7 +195,7 @@ def cmd_say(args: argparse.Namespace) -> int:
         threading.Thread(target=_pump_stdin, args=(avatar, line), name="stdin", daemon=True).start()
     else:
         line = avatar.say(req, speech=plan)
-    clock = FrameClock(a.fps, tick, spin_s=a.spin_ms / 1000.0)
+    clock = assemble.frame_clock(cfg, tick, [fanout])
     try:
         clock.start()
         while clock.running:

@@ -5,6 +5,11 @@ until shortly before a deadline and spins the rest, because a plain sleep on a l
 machine wakes up to a few milliseconds late. If a tick overruns, the missed deadlines are counted
 and skipped (the frame number still follows wall time, as Unreal's Timecode mode expects).
 
+With ``emit``, frame n is made ``lead_s`` before its deadline and ``emit()`` puts it on the wire at
+the deadline (sinks in a holding :class:`~runtime.sinks.fanout.Fanout`): how long the frames take
+to make, and the model's thread taking the GIL meanwhile, then no longer shift the send. A frame's
+content is for its own time ``t``; only what arrived in the last ``lead_s`` waits a frame.
+
 The callback must never block: everything that can (model, sockets, files) runs elsewhere and is
 reached through bounded queues.
 """
@@ -47,11 +52,14 @@ class FrameClock:
     """Calls ``tick(frame_number, t_seconds)`` at ``fps`` on absolute deadlines in its own thread."""
 
     def __init__(self, fps: float, tick: Callable[[int, float], bool | None], *,
-                 spin_s: float = 0.0015, name: str = "frame-clock", keep_stats: int = 100_000):
+                 spin_s: float = 0.0015, emit: Callable[[], None] | None = None, lead_s: float = 0.004,
+                 name: str = "frame-clock", keep_stats: int = 100_000):
         self.fps = float(fps)
         self.period = 1.0 / self.fps
         self.tick = tick
         self.spin_s = spin_s
+        self.emit = emit
+        self.lead_s = min(max(lead_s, 0.0), self.period * 0.75) if emit is not None else 0.0
         self.stats = ClockStats()
         self._keep = keep_stats
         self._stop = threading.Event()
@@ -91,6 +99,11 @@ class FrameClock:
         stats = self.stats
         while not self._stop.is_set():
             deadline = self.start_time + n * self.period
+            if self.emit is not None:  # make the frame ahead; it leaves at the deadline below
+                wait = deadline - self.lead_s - time.perf_counter()
+                if wait > 0:
+                    time.sleep(wait)
+                go_on = self._tick(n)
             wait = deadline - time.perf_counter()
             if wait > self.spin_s:
                 time.sleep(wait - self.spin_s)
@@ -100,13 +113,15 @@ class FrameClock:
             late = now - deadline
             if len(stats.late_ms) < self._keep:
                 stats.late_ms.append(late * 1000.0)
-            try:
-                if self.tick(n, n * self.period) is False:
-                    break
-            except Exception:  # a bug in one layer must not stop the stream: say so, keep the beat
-                stats.errors += 1
-                if stats.errors == 1 or stats.errors % 600 == 0:
-                    log.exception("frame %d: the tick raised (%d so far); the clock goes on", n, stats.errors)
+            if self.emit is not None:
+                try:
+                    self.emit()
+                except Exception:
+                    log.exception("frame %d: emit raised; the clock goes on", n)
+            else:
+                go_on = self._tick(n)
+            if not go_on:  # (the frame that asked to stop was sent, as without emit; not counted)
+                break
             stats.frames += 1
             # next deadline: skip any that already passed while this tick ran
             after = time.perf_counter()
@@ -116,3 +131,14 @@ class FrameClock:
                 stats.missed += skip
                 nxt += skip
             n = nxt
+
+    def _tick(self, n: int) -> bool:
+        """The callback for frame ``n``; False when it asks to stop. Errors are logged, not raised."""
+        try:
+            return self.tick(n, n * self.period) is not False
+        except Exception:  # a bug in one layer must not stop the stream: say so, keep the beat
+            stats = self.stats
+            stats.errors += 1
+            if stats.errors == 1 or stats.errors % 600 == 0:
+                log.exception("frame %d: the tick raised (%d so far); the clock goes on", n, stats.errors)
+            return True

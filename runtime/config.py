@@ -60,6 +60,7 @@ class AnimationConfig:
     release: float = 0.6  # seconds from the last keyframe back to rest
     interpolator: str = "spline"  # "spline" or "learned"
     spin_ms: float = 1.5  # the clock spins this long before each deadline for even pacing
+    lead_ms: float = 4.0  # frames are made this long before their deadline and sent on it (0 = at it)
 
 
 @dataclass

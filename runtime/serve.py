@@ -303,14 +303,14 @@ class Server:
         try:
             for i, spec in enumerate(self.specs):
                 sinks = assemble.sinks(dataclasses.replace(cfg, sinks=list(spec.sinks)))
-                fanout = Fanout([_Tap(self, spec.name), *sinks])
+                fanout = assemble.fanout(cfg, [_Tap(self, spec.name), *sinks])
                 self.fanouts.append(fanout)
                 self.avatars[spec.name] = Avatar(
                     spec.name, self.backend, self.language, fanout, fps=a.fps, attack=a.attack,
                     release=a.release, interpolator=assemble.interpolator(cfg),
                     timeout=cfg.model.timeout, max_lines=cfg.serve.max_lines,
                     on_event=self._event_from_thread, idle=self._idle_for(i),
-                    interrupt_blend=cfg.serve.interrupt_blend)
+                    interrupt_blend=cfg.serve.interrupt_blend, lead=a.lead_ms / 1000.0)
             from websockets.asyncio.server import serve
 
             try:
@@ -328,7 +328,7 @@ class Server:
         now = datetime.now()
         self._day0 = now.hour * 3600 + now.minute * 60 + now.second + now.microsecond / 1e6
         _warm_kernels()  # compile or load every per-frame kernel now, not on the clock's first frames
-        self.clock = FrameClock(a.fps, self._tick, spin_s=a.spin_ms / 1000.0).start()
+        self.clock = assemble.frame_clock(cfg, self._tick, self.fanouts).start()
         log.info("serving http://%s:%d/ (WebSocket /ws) for avatars %s", self.host, self.port, self.names)
         return self
 

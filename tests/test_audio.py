@@ -280,6 +280,12 @@ def test_live_speech_grows_with_the_chunks_and_ends_aligned(tmp_path: Path) -> N
         want = ref.apply_at(k / FPS, frame.copy())
         assert np.allclose(out, want, atol=1e-6)
     assert live.duration <= (k + 1) / FPS
+    # a clock that makes each frame 4 ms before it is sent: the mouth is the sound it will meet
+    live.lead = 0.004
+    for k in range(int(ref.duration * FPS)):
+        now[0] = 100.0 + k / FPS
+        assert np.allclose(live.apply_at(k / FPS, frame.copy()), ref.apply_at(k / FPS + 0.004, frame.copy()),
+                           atol=1e-6)
 
 
 def test_live_speech_bad_audio_keeps_the_mouth_it_had_and_ends(tmp_path: Path) -> None:

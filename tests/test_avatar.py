@@ -276,3 +276,16 @@ def test_avatars_on_a_concurrent_backend_generate_at_the_same_time():
         done = [e for e in ev if e["type"] == "done"]
         assert done and "error" not in done[0]
         av.close()
+
+
+def test_live_audio_is_sampled_for_the_moment_its_frame_leaves():
+    """A clock that makes frames ``lead`` ahead of sending them (say, serve): the avatar tells the
+    line's live audio, so the mouth shows the sound the frame will meet, not the one it was made at."""
+    from runtime.audio import LiveSpeech
+
+    live = LiveSpeech(16000, process=False)
+    av, _, _ = make(Scripted([(0.0, "1 joy 9\n")]), lead=0.004)
+    av.say(LineRequest("hi"), speech=live)
+    assert live.lead == 0.004
+    live.close()
+    av.close()

@@ -57,3 +57,37 @@ def test_a_tick_that_raises_is_logged_and_the_clock_goes_on(caplog):
     clock.join(5.0)
     assert seen[:6] == [0, 1, 2, 3, 4, 5] and clock.stats.errors == 1
     assert "the tick raised" in caplog.text
+
+
+def test_with_emit_frames_are_made_ahead_and_leave_on_their_deadline():
+    """A tick that takes 3 ms no longer shifts the send: frame n is made ``lead_s`` before its
+    deadline and emitted at it, in order, every frame."""
+    events = []
+
+    def tick(n, t):
+        events.append(("tick", n, time.perf_counter()))
+        time.sleep(0.003)  # the work of making the frames
+        return n < 29
+
+    clock = FrameClock(60.0, tick, emit=lambda: events.append(("emit", None, time.perf_counter())),
+                       lead_s=0.006)
+    clock.start()
+    clock.join(5)
+    kinds = [k for k, _, _ in events]
+    assert kinds == ["tick", "emit"] * 30  # the frame that asked to stop was sent too
+    assert clock.stats.frames == 29  # ...and, as without emit, not counted
+    made = [at - (clock.start_time + n / 60) for k, n, at in events if k == "tick"]
+    sent = [at - (clock.start_time + i / 60) for i, (k, _, at) in enumerate(e for e in events if e[0] == "emit")]
+    assert all(s >= 0 for s in sent)  # never before its deadline
+    assert sorted(made)[15] < 0  # made ahead (the median frame), not at the deadline
+    # the send waits only for the deadline, not for the 3 ms of making (median: this box is noisy)
+    assert sorted(sent)[15] < 0.002
+
+
+def test_without_emit_the_lead_is_ignored():
+    seen = []
+    clock = FrameClock(60.0, lambda n, t: seen.append((n, time.perf_counter())) or n < 9, lead_s=0.006)
+    clock.start()
+    clock.join(5)
+    assert clock.lead_s == 0.0
+    assert all(at >= clock.start_time + n / 60 for n, at in seen)  # ticks on the deadline, as before

@@ -15,6 +15,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 from websockets.sync.client import connect
 
 from runtime import channels
@@ -74,7 +75,10 @@ class WsPeer:
         self.thread.join(2)
 
 
-def test_killed_receivers_never_cost_the_others_a_frame(tmp_path, caplog):
+@pytest.mark.parametrize("hold", [False, True], ids=["sent-when-made", "made-ahead"])
+def test_killed_receivers_never_cost_the_others_a_frame(tmp_path, caplog, hold):
+    """``made-ahead``: frames prepared (encoded) by the tick and put on the wire by the clock's
+    emit at their deadline, as say and serve run them (``animation.lead_ms``)."""
     vmc_peer, osc_peer, ll_peer = OscPeer().start(), OscPeer().start(), LiveLinkPeer()
     vts = FakeVTubeStudio().start()
     opts = SinkOptions(osc=OscConfig(template="/face/{name}"))
@@ -85,7 +89,7 @@ def test_killed_receivers_never_cost_the_others_a_frame(tmp_path, caplog):
         open_sink("ws://127.0.0.1:0", opts),
         VtsSink("127.0.0.1", vts.port, token_path=str(tmp_path / "token.json"), backoff=(0.05, 0.3)),
     ]
-    fan = Fanout(sinks)
+    fan = Fanout(sinks, hold=hold)
     ws_peer = WsPeer(sinks[3].port)
     assert wait_until(lambda: len(sinks[3].clients) == 1) and sinks[4].connected.wait(5)
 
@@ -101,7 +105,7 @@ def test_killed_receivers_never_cost_the_others_a_frame(tmp_path, caplog):
         ticked.append(n)
 
     with caplog.at_level(logging.INFO, logger="runtime.sinks"):
-        clock = FrameClock(60.0, tick).start()
+        clock = FrameClock(60.0, tick, emit=fan.flush if hold else None, lead_s=0.004).start()
         try:
             time.sleep(0.7)
             osc_peer.stop()  # the OSC receiver dies ...

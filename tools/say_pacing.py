@@ -82,9 +82,22 @@ def run_say(text: str, fps: float, extra: list[str]) -> dict:
     return res
 
 
-def run_avatars(n: int, fps: float, rounds: int) -> list[dict]:
+def _steal() -> tuple[int, int]:
+    """(steal, total) jiffies of the whole machine so far: time the hypervisor ran someone else."""
+    try:
+        ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return ticks[7], sum(ticks)
+    except (OSError, IndexError, ValueError):
+        return 0, 0
+
+
+def run_avatars(n: int, fps: float, rounds: int, lead_ms: float | None = None,
+                bare: bool = False) -> list[dict]:
     """``n`` avatars on one backend and one clock, as serve runs them; each says a line at once,
-    ``rounds`` times; every avatar's stream received and measured on its own."""
+    ``rounds`` times; every avatar's stream received and measured on its own. ``lead_ms``: frames
+    made that long before their deadline and sent on it (None: config.toml's; 0: made at it).
+    ``bare``: the same process, clock and streams, but no line is said: the baseline of this box
+    in this sitting (a VM's host taking the CPU away shows here as much as under load)."""
     from runtime import assemble, config
     from runtime.animate.spline import warm_up
     from runtime.avatar import Avatar
@@ -94,6 +107,7 @@ def run_avatars(n: int, fps: float, rounds: int) -> list[dict]:
     from runtime.sinks.livelink import LiveLinkSink
 
     cfg = config.load(ROOT / "config.toml")
+    lead = cfg.animation.lead_ms if lead_ms is None else lead_ms
     lang = assemble.language(cfg)
     backend = assemble.backend(cfg, lang)
     warm_up()
@@ -102,8 +116,9 @@ def run_avatars(n: int, fps: float, rounds: int) -> list[dict]:
     recv = [_receiver(seconds) for _ in range(n)]
     sinks = [LiveLinkSink("127.0.0.1", port, device_id=cfg.livelink.device_id, subject=f"a{i}", fps=fps)
              for i, (port, _, _) in enumerate(recv)]
-    avatars = [Avatar(f"a{i}", backend, lang, Fanout([s]), fps=fps, attack=cfg.animation.attack,
-                      release=cfg.animation.release, timeout=cfg.model.timeout) for i, s in enumerate(sinks)]
+    fanouts = [Fanout([s], hold=lead > 0) for s in sinks]
+    avatars = [Avatar(f"a{i}", backend, lang, f, fps=fps, attack=cfg.animation.attack,
+                      release=cfg.animation.release, timeout=cfg.model.timeout) for i, f in enumerate(fanouts)]
     total = int(seconds * fps)
 
     def tick(k: int, t: float) -> bool:
@@ -111,16 +126,26 @@ def run_avatars(n: int, fps: float, rounds: int) -> list[dict]:
             a.tick(k, t)
         return k + 1 < total
 
-    clock = FrameClock(fps, tick, spin_s=cfg.animation.spin_ms / 1000).start()
+    def emit() -> None:
+        for f in fanouts:
+            f.flush()
+
+    steal0 = _steal()
+    clock = FrameClock(fps, tick, spin_s=cfg.animation.spin_ms / 1000, emit=emit if lead > 0 else None,
+                       lead_s=lead / 1000).start()
     firsts = []
     for r in range(rounds):
         time.sleep(0.5)
+        if bare:
+            time.sleep(3.5)
+            continue
         lines = [a.say(LineRequest(bench.LINES[(i + r) % len(bench.LINES)])) for i, a in enumerate(avatars)]
         while not all(line.gen_done for line in lines):
             time.sleep(0.02)
         firsts += [(line.first_key_at - line.submitted) * 1000 for line in lines if line.first_key_at]
         time.sleep(3.0)
     clock.join()
+    steal1 = _steal()
     out = []
     for s in sinks:
         s.close()
@@ -132,8 +157,11 @@ def run_avatars(n: int, fps: float, rounds: int) -> list[dict]:
         a.close()
     if hasattr(backend, "close"):
         backend.close()
-    out.append({"clock": clock.stats.summary(), "first_keyframe_ms_median": round(statistics.median(firsts), 1),
-                "first_keyframe_ms_max": round(max(firsts), 1)})
+    jiffies = max(steal1[1] - steal0[1], 1)
+    out.append({"lead_ms": lead, "bare": bare, "steal_pct": round(100 * (steal1[0] - steal0[0]) / jiffies, 2),
+                "clock": clock.stats.summary(),
+                "first_keyframe_ms_median": round(statistics.median(firsts), 1) if firsts else None,
+                "first_keyframe_ms_max": round(max(firsts), 1) if firsts else None})
     return out
 
 
@@ -225,12 +253,27 @@ def segment_entries(old_warm_up: bool) -> dict:
             "later_entries_ms_median": round(statistics.median(took[1:]), 4)}
 
 
+def _summary(res: list[dict], args) -> dict:
+    streams, run = res[:-1], res[-1]
+    return {"avatars": args.avatars, "rounds": args.runs, "lead_ms": run["lead_ms"], "bare": run["bare"],
+            "p99_dev_ms_median": statistics.median(r["p99_dev_ms"] for r in streams),
+            "p99_dev_ms_worst": max(r["p99_dev_ms"] for r in streams),
+            "missed": sum(r["missed"] for r in streams), "steal_pct": run["steal_pct"],
+            "clock_late_ms_p99": round(run["clock"]["late_ms_p99"], 3),
+            "first_keyframe_ms_max": run["first_keyframe_ms_max"]}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--text", default=LINE)
     p.add_argument("--fps", type=float, default=60.0)
     p.add_argument("--avatars", type=int, default=0, help="N avatars in one process instead of the CLI's say")
+    p.add_argument("--lead-ms", type=float, default=None,
+                   help="with --avatars: make frames this long before their deadline (default: config.toml's)")
+    p.add_argument("--bare", action="store_true", help="with --avatars: the same streams, no line said")
+    p.add_argument("--compare", type=int, default=0, metavar="N",
+                   help="with --avatars: N x (bare, frames made at the deadline, made ahead), interleaved")
     p.add_argument("--say-args", default="", help="more arguments for say (e.g. '--config my.toml')")
     p.add_argument("--ticks", action="store_true", help="time each tick in this process (frame of the line)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -251,15 +294,27 @@ def main() -> int:
         for r in run_ticks(args.text, args.fps, args.runs):
             print(json.dumps(r))
         return 0
+    if args.avatars and args.compare:  # interleaved, so that the box's moods fall on all three alike
+        kinds = [("bare", 0.0, True), ("made at the deadline", 0.0, False), ("made ahead", None, False)]
+        table: dict[str, list[dict]] = {k: [] for k, _, _ in kinds}
+        for _ in range(args.compare):
+            for name, lead, bare in kinds:
+                s = _summary(run_avatars(args.avatars, args.fps, args.runs, lead, bare), args)
+                s["kind"] = name
+                table[name].append(s)
+                print(json.dumps(s), flush=True)
+        for name, rows in table.items():
+            print(json.dumps({"kind": name, "runs": len(rows),
+                              "p99_dev_ms_median": statistics.median(r["p99_dev_ms_median"] for r in rows),
+                              "p99_dev_ms_worst": max(r["p99_dev_ms_worst"] for r in rows),
+                              "missed": sum(r["missed"] for r in rows),
+                              "steal_pct_median": statistics.median(r["steal_pct"] for r in rows)}))
+        return 0
     if args.avatars:
-        res = run_avatars(args.avatars, args.fps, args.runs)
+        res = run_avatars(args.avatars, args.fps, args.runs, args.lead_ms, args.bare)
         for r in res:
             print(json.dumps(r))
-        streams = res[:-1]
-        print(json.dumps({"avatars": args.avatars, "rounds": args.runs,
-                          "p99_dev_ms_median": statistics.median(r["p99_dev_ms"] for r in streams),
-                          "p99_dev_ms_worst": max(r["p99_dev_ms"] for r in streams),
-                          "missed": sum(r["missed"] for r in streams)}))
+        print(json.dumps(_summary(res, args)))
         return 0
     runs = []
     for _ in range(args.runs):

@@ -9,7 +9,8 @@ clock only samples the latest plan (:meth:`apply_at`), so alignment never delays
 Time: the audio's own clock drives the mouth. ``start(at)`` says when audio time 0 plays (a
 ``clock()`` value, default now); until it is called, the first chunk's arrival plus ``lookahead``
 is taken as the start (a caller that plays chunks as they arrive). At each frame the mouth shows
-audio time ``clock() - start``, whatever line time the avatar is at.
+audio time ``clock() - start`` (plus ``lead`` when the frame clock makes frames ahead of sending
+them), whatever line time the avatar is at.
 
 The avatar sees the same interface as a SpeechPlan: ``apply_at(t, frame, scratch)`` and
 ``duration`` (line time until the mouth is back at rest: unbounded until the audio is closed and
@@ -67,6 +68,7 @@ class LiveSpeech:
         self._closing = False  # close() was called (or the stream failed / stalled)
         self._done = False  # the worker has published the final plan
         self._seen = (0.0, -math.inf)  # (line time, audio time) of the last frame sampled
+        self.lead = 0.0  # seconds from sampling a frame to its leaving (a clock that makes frames ahead)
         self._thread = threading.Thread(target=self._run, name="audio-align", daemon=True)
         self._thread.start()
 
@@ -165,6 +167,8 @@ class LiveSpeech:
 
     def apply_at(self, t: float, frame: np.ndarray, scratch: np.ndarray | None = None) -> np.ndarray:
         a = self.audio_time()
+        if a is not None:
+            a += self.lead  # the sound the frame will meet when it is sent
         if a is None:
             return frame
         self._seen = (t, a)

@@ -75,9 +75,7 @@ class Face:
         from runtime import assemble
         from runtime.animate.idle import Idle
         from runtime.animate.spline import warm_up
-        from runtime.clock import FrameClock
         from runtime.config import load
-        from runtime.sinks.fanout import Fanout
 
         self.cfg = cfg = load(config)
         if sinks is not None:
@@ -89,14 +87,14 @@ class Face:
         idle = Idle(seed=None if i.seed < 0 else i.seed, blinks=i.blinks, saccades=i.saccades,
                     breathing=i.breathing, drift=i.drift, gaze_degrees=i.gaze_degrees,
                     drift_degrees=i.drift_degrees, breaths_per_minute=i.breaths_per_minute) if i.enabled else None
-        self.fanout = Fanout(assemble.sinks(cfg))
+        self.fanout = assemble.fanout(cfg, assemble.sinks(cfg))
         self.avatar = Avatar(name, self.backend, lang, self.fanout, fps=a.fps, attack=a.attack,
                              release=a.release, interpolator=assemble.interpolator(cfg),
                              timeout=cfg.model.timeout, idle=idle, interrupt_blend=cfg.serve.interrupt_blend,
-                             on_event=on_event)
+                             on_event=on_event, lead=a.lead_ms / 1000.0)
         warm_up()
         _warm()
-        self.clock = FrameClock(a.fps, self._tick, spin_s=a.spin_ms / 1000.0).start()
+        self.clock = assemble.frame_clock(cfg, self._tick, [self.fanout]).start()
 
     def _tick(self, n: int, t: float) -> bool:
         self.avatar.tick(n, t)

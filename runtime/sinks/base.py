@@ -37,6 +37,15 @@ class Sink:
         """Deliver one frame (float32[61], canonical order). Never blocks, never raises."""
         raise NotImplementedError
 
+    def prepare(self, frame: np.ndarray, number: int, t: float) -> object:
+        """Do the work of :meth:`send` that can be done ahead of the frame's deadline; the result
+        goes to :meth:`deliver` at the deadline. Here: only a copy (sinks that queue are cheap)."""
+        return frame.copy(), number, t
+
+    def deliver(self, prepared: object) -> None:
+        """Put a :meth:`prepare` result on the wire. Never blocks, never raises."""
+        self.send(*prepared)  # type: ignore[misc]
+
     def close(self) -> None:
         pass
 
@@ -85,11 +94,19 @@ class UdpSink(Sink):
         raise NotImplementedError
 
     def send(self, frame: np.ndarray, number: int, t: float) -> None:
+        self.deliver(self.prepare(frame, number, t))
+
+    def prepare(self, frame: np.ndarray, number: int, t: float) -> list[bytes] | None:
         try:
-            datagrams = self.encode(frame, number, t)
+            return self.encode(frame, number, t)
         except Exception as e:  # a codec bug must not stop the clock
             self.dropped += 1
             log.error("%s: cannot encode frame %d: %s", self.label, number, e)
+            return None
+
+    def deliver(self, prepared: object) -> None:
+        datagrams: list[bytes] | None = prepared  # type: ignore[assignment]
+        if datagrams is None:  # counted as dropped by prepare
             return
         ok = True
         now = time.monotonic()
