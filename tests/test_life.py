@@ -146,6 +146,26 @@ def test_classifier_tells_different_things_apart_and_not_the_same():
     assert er.auc(np.array([1.0, 2.0, 3.0, 4.0]), np.array([0, 0, 1, 1])) == 1.0
 
 
+def test_the_talking_mouth_is_judged_against_the_talking_windows_of_real_speech():
+    """Real speech with pauses (the jaw at rest half the time) against a take that talks all the
+    way through at the same pace: the same speed when talking windows meet, not twice as fast."""
+    fps, n = er.RATE, int(er.RATE * 12)  # long stretches: few windows straddle talk and pause
+    t = np.arange(n) / fps
+    talk = np.zeros((n, channels.SHAPES))
+    talk[:, IX["JawOpen"]] = 0.15 + 0.15 * np.sin(2 * np.pi * 4 * t)  # syllables at 4 Hz
+    pause = np.zeros((n, channels.SHAPES))
+    pause[:, IX["JawOpen"]] = 0.05
+    real = er.Take(er.SPEECH_TAKE, "alexdjulin", [np.r_[talk, pause, talk, pause]])
+    other = er.Take("other", "animavr", [pause.copy()])
+    ours = er.Take("ours0", "ours", [np.r_[talk, talk]])
+    takes = [real, other, ours]
+    X, take_ix, groups, talks = er.table(takes)
+    st = er.summarise(X, take_ix, groups, takes, talks)
+    assert st["ours"]["jaw_speed"] == pytest.approx(st["real"]["jaw_speed"], rel=0.1)
+    assert st["ours_all"]["jaw_speed"] > 1.5 * st["speech_all"]["jaw_speed"]  # the pauses halve it
+    assert 0 < st["speech"]["windows"] < st["speech_all"]["windows"]
+
+
 # -- life in every command ------------------------------------------------------------------------
 def test_render_is_alive_by_default_repeatable_with_a_seed_and_still_with_no_idle(tmp_path):
     from runtime import cli

@@ -65,6 +65,11 @@ WIN, HOP = 2.0, 1.0  # seconds
 TOLERANCE = 0.25
 SPEECH_TAKE = "S88-001"  # the one take of speech: the reference for the mouth of our talking takes
 SPEECH_KEYS = ("mouth_speed", "jaw_speed")
+# A window talks when JawOpen moves by TALKING within it. S88-001 is utterances with pauses: 22 of
+# its 51 windows have the jaw within 0.07 (it rests between utterances), the others move it by 0.1
+# or more; every take of ours is one line, spoken throughout. The talking mouth is judged speech
+# against speech: both sides' talking windows (the figures over all windows are reported beside).
+TALKING = 0.1
 
 N = C.SHAPES
 _names = C.NAMES[:N]
@@ -97,8 +102,8 @@ FEATURES = [
     ("gaze_speed", "gaze speed (EyeLook, per frame)", "1"),
     ("gaze_asym", "L/R gaze asymmetry", "1"),
     ("lid_speed", "lid speed", "7"),
-    ("mouth_speed", "mouth/jaw speed", "5"),
-    ("jaw_speed", "JawOpen speed", "5"),
+    ("mouth_speed", "mouth/jaw speed, talking windows", "5"),
+    ("jaw_speed", "JawOpen speed, talking windows", "5"),
     ("brow_speed", "brow speed", ""),
     ("cheek_speed", "cheek/nose speed", ""),
     ("hf", "share of motion power above 4 Hz", ""),
@@ -177,6 +182,7 @@ def window_features(x: np.ndarray, n_blinks: int) -> dict[str, float]:
     f["lid_speed"] = float(ad[:, LIDS].mean())
     f["mouth_speed"] = float(ad[:, MOUTH].mean())
     f["jaw_speed"] = float(ad[:, JAW].mean())
+    f["jaw_range"] = float(np.ptp(x[:, JAW]))  # not a feature: it says whether the window talks
     f["brow_speed"] = float(ad[:, BROWS].mean())
     f["cheek_speed"] = float(ad[:, CHEEKS].mean())
     spec = np.abs(np.fft.rfft(d - d.mean(axis=0), axis=0)) ** 2
@@ -198,14 +204,16 @@ def take_windows(take: Take) -> list[dict[str, float]]:
     return out
 
 
-def table(takes: list[Take]) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Feature matrix (windows x features), take index per window, group per take."""
-    rows, take_ix = [], []
+def table(takes: list[Take]) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
+    """Feature matrix (windows x features), take index per window, group per take, and whether
+    each window talks (JawOpen range >= TALKING)."""
+    rows, take_ix, talks = [], [], []
     for i, t in enumerate(takes):
         for f in take_windows(t):
             rows.append([f[k] for k in KEYS])
             take_ix.append(i)
-    return np.array(rows), np.array(take_ix), [t.group for t in takes]
+            talks.append(f["jaw_range"] >= TALKING)
+    return np.array(rows), np.array(take_ix), [t.group for t in takes], np.array(talks, dtype=bool)
 
 
 # -- classifier -------------------------------------------------------------------------------------
@@ -274,7 +282,8 @@ def cv_auc(X: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int = 5, see
 
 
 # -- report -----------------------------------------------------------------------------------------
-def summarise(X: np.ndarray, take_ix: np.ndarray, groups: list[str], takes: list[Take]) -> dict:
+def summarise(X: np.ndarray, take_ix: np.ndarray, groups: list[str], takes: list[Take],
+              talks: np.ndarray | None = None) -> dict:
     g = np.array([groups[i] for i in take_ix])
     out = {}
     for name in ("ours", "alexdjulin", "animavr"):
@@ -286,16 +295,28 @@ def summarise(X: np.ndarray, take_ix: np.ndarray, groups: list[str], takes: list
     if "alexdjulin" in out and "animavr" in out:
         out["real"] = {k: 0.5 * (out["alexdjulin"][k] + out["animavr"][k]) for k in KEYS}
     speech = np.array([takes[i].name == SPEECH_TAKE for i in take_ix])
-    if speech.any():  # our takes talk: their mouths are judged against real speech
-        out["speech"] = {k: float(X[speech, j].mean()) for j, k in enumerate(KEYS)}
+    talks = np.ones(len(X), dtype=bool) if talks is None else talks
+    if speech.any():  # our takes talk: their mouths are judged against real speech, talking windows
+        out["speech_all"] = {k: float(X[speech, j].mean()) for j, k in enumerate(KEYS)}
+        m = speech & talks
+        out["speech"] = {k: float(X[m, j].mean()) for j, k in enumerate(KEYS)}
+        out["speech"]["windows"] = int(m.sum())
+        out["speech_all"]["windows"] = int(speech.sum())
         for k in SPEECH_KEYS:
             out["real"][k] = out["speech"][k]
+        if "ours" in out:
+            ours = g == "ours"
+            out["ours_all"] = {k: out["ours"][k] for k in SPEECH_KEYS} | {"windows": int(ours.sum())}
+            out["ours_talking_windows"] = int((ours & talks).sum())
+            for k in SPEECH_KEYS:
+                j = KEYS.index(k)
+                out["ours"][k] = float(X[ours & talks, j].mean())
     return out
 
 
 def evaluate(ours: list[Take], real: list[Take]) -> dict:
     takes = real + ours
-    X, take_ix, groups = table(takes)
+    X, take_ix, groups, talks = table(takes)
     y = np.array([1 if groups[i] == "ours" else 0 for i in take_ix])
     res = {"windows": {"ours": int(y.sum()), "real": int((1 - y).sum())},
            "takes": {"ours": len(ours), "real": len(real)}}
@@ -307,7 +328,7 @@ def evaluate(ours: list[Take], real: list[Take]) -> dict:
     rm = y == 0
     yr = np.array([1 if groups[i] == "animavr" else 0 for i in take_ix[rm]])
     res["auc_person_vs_person"], _ = cv_auc(X[rm], yr, take_ix[rm])
-    res["stats"] = summarise(X, take_ix, groups, takes)
+    res["stats"] = summarise(X, take_ix, groups, takes, talks)
     res["per_feature_auc"] = {}
     if len(ours):
         for j, k in enumerate(KEYS):
@@ -347,6 +368,14 @@ def print_report(res: dict, before: dict | None = None) -> None:
         line = f"{r['label']:44} {r['issue']:>2} {r['alexdjulin']:10.4f} {r['animavr']:9.4f} {r['real']:9.4f}"
         line += f" {b[r['key']]['ours']:9.4f}" if b else ""
         print(line + f" {r['ours']:9.4f} {r['rel']:+8.0%}  {'yes' if r['ok'] else 'NO'}")
+    st = res["stats"]
+    if "speech_all" in st and "ours_all" in st:
+        print(f"talking windows (JawOpen range >= {TALKING}): {SPEECH_TAKE} {st['speech']['windows']} of "
+              f"{st['speech_all']['windows']}, ours {st['ours_talking_windows']} of {st['ours_all']['windows']}; "
+              "over all windows, pauses included:")
+        for k in SPEECH_KEYS:
+            real, ours = st["speech_all"][k], st["ours_all"][k]
+            print(f"  {k}: {SPEECH_TAKE} {real:.4f}, ours {ours:.4f} ({(ours - real) / real:+.0%})")
 
 
 def plot(res: dict, before: dict | None, path: str) -> None:

@@ -10,8 +10,17 @@ line shows up as the same frame numbers run after run.
     .venv/bin/python tools/say_pacing.py --runs 3 --avatars 8     # 8 avatars, one clock, one model,
                                                                    # each saying a line at once
 
+    .venv/bin/python tools/say_pacing.py --avatars 8 --runs 2 --compare 3
+        # interleaved: the same streams with no line said (the box's own baseline), frames made at
+        # the deadline (lead 0), frames made ahead (config.toml's animation.lead_ms)
+
 Run it with ``PYTHONPATH`` at this checkout. ``--avatars`` builds the faces the way ``serve`` does
-(one backend shared, one clock ticking them all, one Live Link port per avatar).
+(one backend shared, one clock ticking them all, each face with its idle layer, one Live Link port
+per avatar). Besides the wire figures each run reports what separates the box from the runtime:
+the share of CPU time the VM's host took away meanwhile (``steal_pct``, /proc/stat), our own part
+of each send (``own_send_ms``: from the clock's wake-up to the datagram leaving, which host stalls
+before the wake-up do not reach), and how many of the clock's stalls (> 1 ms late) fell while the
+model's thread was in a batch step at all (``stalls_in_a_step``).
 """
 
 from __future__ import annotations
@@ -92,13 +101,14 @@ def _steal() -> tuple[int, int]:
 
 
 def run_avatars(n: int, fps: float, rounds: int, lead_ms: float | None = None,
-                bare: bool = False) -> list[dict]:
+                bare: bool = False, config_path: Path | None = None) -> list[dict]:
     """``n`` avatars on one backend and one clock, as serve runs them; each says a line at once,
     ``rounds`` times; every avatar's stream received and measured on its own. ``lead_ms``: frames
     made that long before their deadline and sent on it (None: config.toml's; 0: made at it).
     ``bare``: the same process, clock and streams, but no line is said: the baseline of this box
     in this sitting (a VM's host taking the CPU away shows here as much as under load)."""
     from runtime import assemble, config
+    from runtime.animate.idle import Idle
     from runtime.animate.spline import warm_up
     from runtime.avatar import Avatar
     from runtime.clock import FrameClock
@@ -106,27 +116,56 @@ def run_avatars(n: int, fps: float, rounds: int, lead_ms: float | None = None,
     from runtime.sinks.fanout import Fanout
     from runtime.sinks.livelink import LiveLinkSink
 
-    cfg = config.load(ROOT / "config.toml")
+    cfg = config.load(config_path or ROOT / "config.toml")
     lead = cfg.animation.lead_ms if lead_ms is None else lead_ms
     lang = assemble.language(cfg)
     backend = assemble.backend(cfg, lang)
+    steps: list[tuple[float, float]] = []  # (start, end) of each batch step of the model's thread
+    if hasattr(backend, "_step"):
+        step = backend._step
+
+        def timed_step() -> None:
+            t0 = time.perf_counter()
+            try:
+                step()
+            finally:
+                steps.append((t0, time.perf_counter()))
+
+        backend._step = timed_step
     warm_up()
+    if cfg.idle.enabled:  # its kernels compiled now, not on the clock's first frames
+        spare, buf = Idle.from_config(cfg.idle, seed=99, fps=fps), np.zeros(61, np.float32)
+        for k in range(120):
+            spare.compose(lang.rest.astype(np.float32), k / fps, out=buf)
     list(backend.stream(LineRequest("Hello.")))
     seconds = 4.0 * rounds + 2
     recv = [_receiver(seconds) for _ in range(n)]
     sinks = [LiveLinkSink("127.0.0.1", port, device_id=cfg.livelink.device_id, subject=f"a{i}", fps=fps)
              for i, (port, _, _) in enumerate(recv)]
+    # our own part of each send: from the clock's wake-up (its tick, or its emit when frames are
+    # made ahead) to the datagram leaving; the host taking the CPU away before the wake-up is not in it
+    woke = [0.0]
+    own: list[float] = []
+    for s in sinks:
+        s.deliver = (lambda deliver: lambda p: (deliver(p), own.append(time.perf_counter() - woke[0])))(s.deliver)
     fanouts = [Fanout([s], hold=lead > 0) for s in sinks]
+    c = cfg.idle  # each face alive, as serve makes them (blinks, gaze, breath: work on every tick)
     avatars = [Avatar(f"a{i}", backend, lang, f, fps=fps, attack=cfg.animation.attack,
-                      release=cfg.animation.release, timeout=cfg.model.timeout) for i, f in enumerate(fanouts)]
+                      release=cfg.animation.release, timeout=cfg.model.timeout,
+                      interpolator=assemble.interpolator(cfg), lead=lead / 1000,
+                      idle=Idle.from_config(c, seed=i, fps=fps) if c.enabled else None)
+               for i, f in enumerate(fanouts)]
     total = int(seconds * fps)
 
     def tick(k: int, t: float) -> bool:
+        if lead <= 0:
+            woke[0] = time.perf_counter()
         for a in avatars:
             a.tick(k, t)
         return k + 1 < total
 
     def emit() -> None:
+        woke[0] = time.perf_counter()
         for f in fanouts:
             f.flush()
 
@@ -157,9 +196,14 @@ def run_avatars(n: int, fps: float, rounds: int, lead_ms: float | None = None,
         a.close()
     if hasattr(backend, "close"):
         backend.close()
+    # the clock's stalls (> 1 ms late): was the model's thread in a step then, or idle between steps?
+    stalls = [(clock.start_time + i / fps, ms) for i, ms in enumerate(clock.stats.late_ms) if ms > 1.0]
+    in_step = sum(any(a < at + ms / 1000 and b > at for a, b in steps) for at, ms in stalls)
     jiffies = max(steal1[1] - steal0[1], 1)
     out.append({"lead_ms": lead, "bare": bare, "steal_pct": round(100 * (steal1[0] - steal0[0]) / jiffies, 2),
-                "clock": clock.stats.summary(),
+                "clock": clock.stats.summary(), "clock_stalls": len(stalls), "stalls_in_a_step": in_step,
+                "own_send_ms_p50": round(float(np.percentile(own, 50)) * 1000, 3),
+                "own_send_ms_p99": round(float(np.percentile(own, 99)) * 1000, 3),
                 "first_keyframe_ms_median": round(statistics.median(firsts), 1) if firsts else None,
                 "first_keyframe_ms_max": round(max(firsts), 1) if firsts else None})
     return out
@@ -260,6 +304,9 @@ def _summary(res: list[dict], args) -> dict:
             "p99_dev_ms_worst": max(r["p99_dev_ms"] for r in streams),
             "missed": sum(r["missed"] for r in streams), "steal_pct": run["steal_pct"],
             "clock_late_ms_p99": round(run["clock"]["late_ms_p99"], 3),
+            "own_send_ms_p50": run["own_send_ms_p50"], "own_send_ms_p99": run["own_send_ms_p99"],
+            "clock_stalls": run["clock_stalls"], "stalls_in_a_step": run["stalls_in_a_step"],
+            "first_second_p99_dev_ms_worst": max(r["first_second_p99_dev_ms"] for r in streams),
             "first_keyframe_ms_max": run["first_keyframe_ms_max"]}
 
 
@@ -271,6 +318,8 @@ def main() -> int:
     p.add_argument("--avatars", type=int, default=0, help="N avatars in one process instead of the CLI's say")
     p.add_argument("--lead-ms", type=float, default=None,
                    help="with --avatars: make frames this long before their deadline (default: config.toml's)")
+    p.add_argument("--config", type=Path, default=None,
+                   help="with --avatars: this config.toml (default: the checkout's)")
     p.add_argument("--bare", action="store_true", help="with --avatars: the same streams, no line said")
     p.add_argument("--compare", type=int, default=0, metavar="N",
                    help="with --avatars: N x (bare, frames made at the deadline, made ahead), interleaved")
@@ -299,7 +348,7 @@ def main() -> int:
         table: dict[str, list[dict]] = {k: [] for k, _, _ in kinds}
         for _ in range(args.compare):
             for name, lead, bare in kinds:
-                s = _summary(run_avatars(args.avatars, args.fps, args.runs, lead, bare), args)
+                s = _summary(run_avatars(args.avatars, args.fps, args.runs, lead, bare, args.config), args)
                 s["kind"] = name
                 table[name].append(s)
                 print(json.dumps(s), flush=True)
@@ -308,10 +357,11 @@ def main() -> int:
                               "p99_dev_ms_median": statistics.median(r["p99_dev_ms_median"] for r in rows),
                               "p99_dev_ms_worst": max(r["p99_dev_ms_worst"] for r in rows),
                               "missed": sum(r["missed"] for r in rows),
-                              "steal_pct_median": statistics.median(r["steal_pct"] for r in rows)}))
+                              "steal_pct_median": statistics.median(r["steal_pct"] for r in rows),
+                              "own_send_ms_p99_median": statistics.median(r["own_send_ms_p99"] for r in rows)}))
         return 0
     if args.avatars:
-        res = run_avatars(args.avatars, args.fps, args.runs, args.lead_ms, args.bare)
+        res = run_avatars(args.avatars, args.fps, args.runs, args.lead_ms, args.bare, args.config)
         for r in res:
             print(json.dumps(r))
         print(json.dumps(_summary(res, args)))
