@@ -446,7 +446,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--recordings", type=Path, default=RECORDINGS)
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--plot", help="draw ours vs real per statistic to this PNG")
+    ap.add_argument("--talking", type=float, default=None,
+                    help=f"a window talks when JawOpen moves by this much in it (default {TALKING}; 0: every window)")
     a = ap.parse_args(argv)
+    if a.talking is not None:
+        globals()["TALKING"] = a.talking
     if a.render:
         render(a.render, shlex.split(a.render_args), a.prompts or PROMPTS, a.render_seed)
         a.takes = a.takes or a.render
