@@ -7,7 +7,7 @@ and skipped (the frame number still follows wall time, as Unreal's Timecode mode
 
 With ``emit``, frame n is made ``lead_s`` before its deadline and ``emit()`` puts it on the wire at
 the deadline (sinks in a holding :class:`~runtime.sinks.fanout.Fanout`): how long the frames take
-to make, and the model's thread taking the GIL meanwhile, then no longer shift the send. A frame's
+to make, and other threads taking the GIL meanwhile, then no longer shift the send. A frame's
 content is for its own time ``t``; only what arrived in the last ``lead_s`` waits a frame.
 
 The callback must never block: everything that can (model, sockets, files) runs elsewhere and is
@@ -117,7 +117,7 @@ class FrameClock:
                 try:
                     self.emit()
                 except Exception:
-                    log.exception("frame %d: emit raised; the clock goes on", n)
+                    self._failed(n, "emit")
             else:
                 go_on = self._tick(n)
             if not go_on:  # (the frame that asked to stop was sent, as without emit; not counted)
@@ -137,8 +137,11 @@ class FrameClock:
         try:
             return self.tick(n, n * self.period) is not False
         except Exception:  # a bug in one layer must not stop the stream: say so, keep the beat
-            stats = self.stats
-            stats.errors += 1
-            if stats.errors == 1 or stats.errors % 600 == 0:
-                log.exception("frame %d: the tick raised (%d so far); the clock goes on", n, stats.errors)
+            self._failed(n, "tick")
             return True
+
+    def _failed(self, n: int, what: str) -> None:
+        stats = self.stats
+        stats.errors += 1
+        if stats.errors == 1 or stats.errors % 600 == 0:
+            log.exception("frame %d: the %s raised (%d so far); the clock goes on", n, what, stats.errors)

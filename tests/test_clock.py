@@ -74,14 +74,15 @@ def test_with_emit_frames_are_made_ahead_and_leave_on_their_deadline():
     clock.start()
     clock.join(5)
     kinds = [k for k, _, _ in events]
-    assert kinds == ["tick", "emit"] * 30  # the frame that asked to stop was sent too
-    assert clock.stats.frames == 29  # ...and, as without emit, not counted
+    numbers = [n for k, n, _ in events if k == "tick"]  # (a busy box may skip a deadline)
+    assert kinds == ["tick", "emit"] * len(numbers)  # the frame that asked to stop was sent too
+    assert numbers[-1] == 29 and clock.stats.frames == len(numbers) - 1  # ...and, as without emit, not counted
     made = [at - (clock.start_time + n / 60) for k, n, at in events if k == "tick"]
-    sent = [at - (clock.start_time + i / 60) for i, (k, _, at) in enumerate(e for e in events if e[0] == "emit")]
+    sent = [at - (clock.start_time + n / 60) for n, (_, _, at) in zip(numbers, (e for e in events if e[0] == "emit"))]
     assert all(s >= 0 for s in sent)  # never before its deadline
-    assert sorted(made)[15] < 0  # made ahead (the median frame), not at the deadline
+    assert sorted(made)[len(made) // 2] < 0  # made ahead (the median frame), not at the deadline
     # the send waits only for the deadline, not for the 3 ms of making (median: this box is noisy)
-    assert sorted(sent)[15] < 0.002
+    assert sorted(sent)[len(sent) // 2] < 0.002
 
 
 def test_without_emit_the_lead_is_ignored():

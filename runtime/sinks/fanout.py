@@ -5,7 +5,7 @@ and keeps the other sinks fed.
 
 With ``hold=True`` a frame is only prepared (encoded) when it is made, and put on the wire by
 :meth:`Fanout.flush` at its deadline: the frame clock makes frames a little ahead so that the time
-they take to make (and the model's thread taking the GIL meanwhile) never shifts the send.
+they take to make (and other threads taking the GIL meanwhile) never shifts the send.
 """
 
 from __future__ import annotations
