@@ -22,7 +22,7 @@ class ConfigError(ValueError):
 @dataclass
 class ModelConfig:
     name: str = "smollm2-135m"  # a known model name or a path to a .gguf
-    quant: str = ""  # weight type it runs in: "" (as shipped), "auto" (a known model's fast type), "Q8_0"...
+    quant: str = "auto"  # weight type it runs in: "auto" (a known model's best type), "" (as shipped), "Q4_0"...
     lora_path: str = "auto"  # GGUF LoRA adapter on top: "auto" = the one shipped for the model, "" = none
     threads: int = 0  # 0 = cores - 1: a core stays free for the frame clock
     context: int = 2048

@@ -8,7 +8,7 @@ from runtime import config as config_mod
 from runtime.generate import models
 
 # general.file_type of a GGUF: llama.cpp's LLAMA_FTYPE_MOSTLY_* values
-Q4_0, Q4_1 = 2, 3
+Q4_0, Q4_1, Q8_0 = 2, 3, 7
 
 
 def file_type(path) -> int:
@@ -26,7 +26,7 @@ def test_auto_converts_the_default_model_once_and_reuses_the_file(tmp_path, monk
     shipped = models.resolve("smollm2-135m")
     assert file_type(shipped) == Q4_1
     path = models.weights("smollm2-135m", "auto")
-    assert path.parent == tmp_path and path != shipped and file_type(path) == Q4_0
+    assert path.parent == tmp_path and path != shipped and file_type(path) == Q8_0
     stamp = path.stat().st_mtime_ns
     assert models.weights("smollm2-135m", "AUTO") == path and path.stat().st_mtime_ns == stamp
     assert not list(tmp_path.glob("*.tmp"))  # written whole, then renamed
@@ -45,7 +45,7 @@ def test_a_conversion_that_cannot_be_made_logs_and_keeps_the_model(tmp_path, mon
     monkeypatch.setenv("KEYFRAMEFACE_CACHE", "off")
     with caplog.at_level(logging.WARNING):
         assert models.weights("smollm2-135m", "auto") == shipped
-    assert "cannot convert it to Q4_0" in caplog.text
+    assert "cannot convert it to Q8_0" in caplog.text
     monkeypatch.setenv("KEYFRAMEFACE_CACHE", str(tmp_path))
     caplog.clear()
     with caplog.at_level(logging.WARNING):

