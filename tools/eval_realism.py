@@ -204,15 +204,15 @@ def take_windows(take: Take) -> list[dict[str, float]]:
     return out
 
 
-def table(takes: list[Take]) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
+def table(takes: list[Take], talking: float = TALKING) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
     """Feature matrix (windows x features), take index per window, group per take, and whether
-    each window talks (JawOpen range >= TALKING)."""
+    each window talks (JawOpen range >= ``talking``)."""
     rows, take_ix, talks = [], [], []
     for i, t in enumerate(takes):
         for f in take_windows(t):
             rows.append([f[k] for k in KEYS])
             take_ix.append(i)
-            talks.append(f["jaw_range"] >= TALKING)
+            talks.append(f["jaw_range"] >= talking)
     return np.array(rows), np.array(take_ix), [t.group for t in takes], np.array(talks, dtype=bool)
 
 
@@ -314,9 +314,9 @@ def summarise(X: np.ndarray, take_ix: np.ndarray, groups: list[str], takes: list
     return out
 
 
-def evaluate(ours: list[Take], real: list[Take]) -> dict:
+def evaluate(ours: list[Take], real: list[Take], talking: float = TALKING) -> dict:
     takes = real + ours
-    X, take_ix, groups, talks = table(takes)
+    X, take_ix, groups, talks = table(takes, talking)
     y = np.array([1 if groups[i] == "ours" else 0 for i in take_ix])
     res = {"windows": {"ours": int(y.sum()), "real": int((1 - y).sum())},
            "takes": {"ours": len(ours), "real": len(real)}}
@@ -329,6 +329,7 @@ def evaluate(ours: list[Take], real: list[Take]) -> dict:
     yr = np.array([1 if groups[i] == "animavr" else 0 for i in take_ix[rm]])
     res["auc_person_vs_person"], _ = cv_auc(X[rm], yr, take_ix[rm])
     res["stats"] = summarise(X, take_ix, groups, takes, talks)
+    res["talking"] = talking
     res["per_feature_auc"] = {}
     if len(ours):
         for j, k in enumerate(KEYS):
@@ -370,7 +371,7 @@ def print_report(res: dict, before: dict | None = None) -> None:
         print(line + f" {r['ours']:9.4f} {r['rel']:+8.0%}  {'yes' if r['ok'] else 'NO'}")
     st = res["stats"]
     if "speech_all" in st and "ours_all" in st:
-        print(f"talking windows (JawOpen range >= {TALKING}): {SPEECH_TAKE} {st['speech']['windows']} of "
+        print(f"talking windows (JawOpen range >= {res['talking']}): {SPEECH_TAKE} {st['speech']['windows']} of "
               f"{st['speech_all']['windows']}, ours {st['ours_talking_windows']} of {st['ours_all']['windows']}; "
               "over all windows, pauses included:")
         for k in SPEECH_KEYS:
@@ -446,11 +447,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--recordings", type=Path, default=RECORDINGS)
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--plot", help="draw ours vs real per statistic to this PNG")
-    ap.add_argument("--talking", type=float, default=None,
+    ap.add_argument("--talking", type=float, default=TALKING,
                     help=f"a window talks when JawOpen moves by this much in it (default {TALKING}; 0: every window)")
     a = ap.parse_args(argv)
-    if a.talking is not None:
-        globals()["TALKING"] = a.talking
     if a.render:
         render(a.render, shlex.split(a.render_args), a.prompts or PROMPTS, a.render_seed)
         a.takes = a.takes or a.render
@@ -459,8 +458,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no recordings under {a.recordings}", file=sys.stderr)
         return 2
     ours = [load(p, "ours") for p in sorted(a.takes.glob("*.csv"))] if a.takes else []
-    res = evaluate(ours, real)
-    before = evaluate([load(p, "ours") for p in sorted(a.before.glob("*.csv"))], real) if a.before else None
+    res = evaluate(ours, real, a.talking)
+    before = evaluate([load(p, "ours") for p in sorted(a.before.glob("*.csv"))], real, a.talking) if a.before else None
     print_report(res, before)
     if a.json:
         Path(a.json).write_text(json.dumps({"now": res, "before": before, "give_aways": give_aways(res)},

@@ -134,8 +134,15 @@ def run_avatars(n: int, fps: float, rounds: int, lead_ms: float | None = None,
     # made ahead) to the datagram leaving; the host taking the CPU away before the wake-up is not in it
     woke = [0.0]
     own: list[float] = []
+
+    def timed(deliver):
+        def deliver_and_time(prepared) -> None:
+            deliver(prepared)
+            own.append(time.perf_counter() - woke[0])
+        return deliver_and_time
+
     for s in sinks:
-        s.deliver = (lambda deliver: lambda p: (deliver(p), own.append(time.perf_counter() - woke[0])))(s.deliver)
+        s.deliver = timed(s.deliver)
     fanouts = [Fanout([s], hold=lead > 0) for s in sinks]
     c = cfg.idle  # each face alive, as serve makes them (blinks, gaze, breath: work on every tick)
     avatars = [Avatar(f"a{i}", backend, lang, f, fps=fps, attack=cfg.animation.attack,

@@ -167,10 +167,9 @@ class LiveSpeech:
 
     def apply_at(self, t: float, frame: np.ndarray, scratch: np.ndarray | None = None) -> np.ndarray:
         a = self.audio_time()
-        if a is not None:
-            a += self.lead  # the sound the frame will meet when it is sent
         if a is None:
             return frame
+        a += self.lead  # the sound the frame will meet when it is sent
         self._seen = (t, a)
         return self.plan.apply_at(a, frame, scratch)
 

@@ -44,12 +44,12 @@ class Fanout:
 
     def flush(self) -> None:
         """Put the held frame on the wire (``hold`` mode; nothing to do otherwise)."""
-        held, self._held = self._held, []
-        for i, prepared in held:
+        for i, prepared in self._held:
             try:
                 self.sinks[i].deliver(prepared)
             except Exception as e:
                 self._failed(i, e)
+        self._held.clear()
 
     def _failed(self, i: int, e: Exception) -> None:
         if i not in self._broken:
