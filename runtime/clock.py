@@ -59,7 +59,7 @@ class FrameClock:
         self.tick = tick
         self.spin_s = spin_s
         self.emit = emit
-        self.lead_s = min(max(lead_s, 0.0), self.period * 0.75) if emit is not None else 0.0
+        self.lead_s = min(max(lead_s, 0.0), self.period) if emit is not None else 0.0
         self.stats = ClockStats()
         self._keep = keep_stats
         self._stop = threading.Event()

@@ -16,6 +16,8 @@ def test_config_toml_states_every_default():
     ("sinks = 'livelink://x'\n", "sinks: expected a list"),
     ("[presets.joy]\nMouthSmile = 'big'\n", "presets.joy.MouthSmile: expected a number"),
     ("[model\n", "config.toml"),
+    ("[animation]\nlead_ms = -1\n", "animation.lead_ms: -1.0 must be at least 0 and under one frame"),
+    ("[animation]\nlead_ms = 20\n", "animation.lead_ms: 20.0 must be at least 0 and under one frame"),
 ])
 def test_bad_config_names_the_key(tmp_path, text, message):
     p = tmp_path / "config.toml"
