@@ -247,9 +247,10 @@ def load(path: str | Path | None = None) -> Config:
         raise ConfigError(f"model.quant: unknown weight type {cfg.model.quant!r} "
                           f"(\"auto\", \"\" or one of {', '.join(QUANTS)})")
     a = cfg.animation
-    if not 0 <= a.lead_ms < 1000.0 / a.fps:  # a frame is made within the period before its deadline
+    frame_ms = 1000.0 / a.fps if a.fps > 0 else float("inf")  # (fps itself is not checked here)
+    if not 0 <= a.lead_ms < frame_ms:  # a frame is made within the period before its deadline
         raise ConfigError(f"animation.lead_ms: {a.lead_ms} must be at least 0 and under one frame "
-                          f"({1000.0 / a.fps:.1f} ms at {a.fps:g} fps)")
+                          f"({frame_ms:.1f} ms at {a.fps:g} fps)")
     if data.get("presets") is not None:  # user presets extend the defaults
         cfg.presets = {**Config().presets, **cfg.presets}
     if data.get("aliases") is not None:
