@@ -145,3 +145,37 @@ def test_more_lines_than_sequences_wait_for_a_free_one(config, language):
         assert b.peak_active == 2
     finally:
         b.close()
+
+
+def test_a_line_the_model_must_read_goes_before_the_prompt_of_one_already_playing(local, language, monkeypatch):
+    """B's feeling is plain from its words: its onset leaves at once and its prompt can wait. A line
+    that arrives a moment later and needs the model's reading for its first keyframe (the words
+    leave its feeling open) gets the next step; B's prompt follows."""
+    plain, open_ = B, "He smirks, unimpressed by the offer."
+    monkeypatch.setattr(local, "GATHER_S", 1.0)  # a wide window: the test does not race the box
+    admitted, steps = [], []
+    admit, decode = local._admit, local.lib.llama_decode
+
+    def record_admit(job):
+        admit(job)
+        if job.seq is not None:
+            admitted.append(job.seq.id)
+
+    def record_decode(ctx, batch):
+        steps.append({batch.seq_id[i][0] for i in range(batch.n_tokens)})
+        return decode(ctx, batch)
+
+    monkeypatch.setattr(local, "_admit", record_admit)
+    monkeypatch.setattr(local.lib, "llama_decode", record_decode)
+    first = threading.Event()
+    got: dict = {}
+    t = threading.Thread(target=lambda: got.setdefault("plain", keys(local, language, plain, started=first)))
+    t.start()
+    assert first.wait(30)  # its onset, before any step of the model
+    assert steps == []
+    got["open"] = keys(local, language, open_)
+    t.join(60)
+    seq_plain, seq_open = admitted
+    assert steps[0] == {seq_open}, steps[:3]
+    assert any(seq_plain in s for s in steps[1:])
+    assert got["plain"] and got["open"]

@@ -296,6 +296,7 @@ class _Job:
         self.started = False  # it has emitted a piece
         self.order = next(_ORDER)
         self.stepped = time.monotonic()  # when a step last took its tokens
+        self.admitted: float | None = None  # when it got its sequence
 
     def emit(self, piece: str, tokens: int) -> None:
         self.started = True
@@ -326,6 +327,7 @@ class LlamaBackend:
     concurrent = True
     PROMPT_TOKENS_PER_STEP = 32  # prompt tokens one step takes beyond the first line's (see _step)
     HOLD_S = 0.25  # longest a playing line sits out while others wait for their first keyframe
+    GATHER_S = 0.05  # a line whose onset already left waits this long before its prompt (see _step)
 
     def __init__(self, model_path: str | Path, grammar: str, *, n_threads: int = 0,
                  n_ctx: int = 2048, max_tokens: int = 96, lora_path: str | None = None,
@@ -838,7 +840,11 @@ class LlamaBackend:
                 for job in joining:
                     self._admit(job)
                 self.peak_active = max(self.peak_active, len(self._active))
-                self._step()
+                idle = self._step()
+                if idle:
+                    with self._cv:
+                        if not self._waiting and not self._closed:
+                            self._cv.wait(idle)
             except Exception as e:  # a bug in the loop itself: end every line, keep serving
                 log.exception("batch loop step failed")
                 for job in [*self._active, *(j for j in joining if j not in self._active and j.seq is None)]:
@@ -851,6 +857,7 @@ class LlamaBackend:
         self.lib.llama_memory_seq_rm(self._mem, seq_id, -1, -1)
         self.lib.llama_memory_seq_cp(self._mem, 0, seq_id, -1, -1)  # the prefix, shared
         job.seq.n_past = self.prefix_tokens
+        job.admitted = time.monotonic()
         self._active.append(job)
         try:
             job.program = job.make(job.seq, job)
@@ -892,13 +899,14 @@ class LlamaBackend:
         except Exception as e:  # a sink that cannot take it (a closed pipe): the line is over anyway
             log.debug("line's end not delivered: %s", e)
 
-    def _step(self) -> None:
-        """One ``llama_decode`` over the next tokens of every active line."""
+    def _step(self) -> float:
+        """One ``llama_decode`` over the next tokens of every active line. Returns how long to wait
+        for more lines when every active one sits out (0: a step ran, or nothing is active)."""
         for job in list(self._active):
             if job.stopped:
                 self._end(job)
         if not self._active:
-            return
+            return 0.0
         plan: list[tuple[_Job, int, int]] = []  # (job, tokens taken, batch row of its logits or -1)
         # Every generating line advances one token. Prompts (several tokens) cost in proportion, so
         # a step takes about one line's prompt: lines that have no keyframe yet first, oldest first.
@@ -910,6 +918,16 @@ class LlamaBackend:
             # While lines wait for their first keyframe, the ones already playing (their onset
             # buffers ~0.5 s of face) sit out, for at most HOLD_S: every token of a step costs.
             active = [j for j in active if not j.started or now - j.stepped > self.HOLD_S]
+        # A line whose onset left before it got here (decided early) buffers ~0.5 s of face, so its
+        # prompt waits GATHER_S: lines said at the same moment arrive over a few ms (each is read
+        # by the feeling model first), and one that still needs the model's reading for its first
+        # keyframe must not queue behind a step of the others' prompts (~170 ms each).
+        gathering = [j for j in active if j.started and j.stepped <= j.admitted
+                     and now - j.admitted < self.GATHER_S]
+        if gathering:
+            active = [j for j in active if j not in gathering]
+            if not active:
+                return self.GATHER_S - max(now - j.admitted for j in gathering)
         singles = [j for j in active if len(j.pending) == 1]
         multi = sorted((j for j in active if len(j.pending) > 1), key=lambda j: (j.started, j.order))
         room = self._n_batch - len(singles)
@@ -922,7 +940,8 @@ class LlamaBackend:
                 break
             plan.append((job, take, -1))
             room -= take
-            budget -= take
+            if k:
+                budget -= take
         while plan:
             b = self._batch
             i = 0
@@ -952,7 +971,7 @@ class LlamaBackend:
                 continue
             for job, _, _ in plan:
                 self._end(job, GenerationError(f"llama_decode failed ({ret})"))
-            return
+            return 0.0
         for job, take, row in plan:
             job.seq.n_past += take
             job.stepped = now
@@ -961,6 +980,7 @@ class LlamaBackend:
                 ptr = self.lib.llama_get_logits_ith(self._ctx, row)
                 logits = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).astype(np.float32, copy=True)
                 self._advance(job, logits)
+        return 0.0
 
     def close(self) -> None:
         with self._cv:
