@@ -92,3 +92,17 @@ def test_without_emit_the_lead_is_ignored():
     clock.join(5)
     assert clock.lead_s == 0.0
     assert all(at >= clock.start_time + n / 60 for n, at in seen)  # ticks on the deadline, as before
+
+
+def test_what_exists_when_a_clock_starts_is_never_walked_by_the_collector_again():
+    import gc
+
+    gc.unfreeze()
+    held = [[i] for i in range(1000)]  # lists: always tracked (a dict of numbers is not)
+    assert any(o is held[0] for o in gc.get_objects())
+    clock = FrameClock(60, lambda n, t: None).start()
+    clock.stop()
+    assert gc.get_freeze_count() >= len(held)
+    assert not any(o is held[0] for o in gc.get_objects())  # a collection no longer walks it
+    later = [-1]
+    assert any(o is later for o in gc.get_objects())  # what is made afterwards is collected as ever

@@ -26,6 +26,7 @@ before the wake-up do not reach), and how often the clock itself woke over 1 ms 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import multiprocessing as mp
 import os
@@ -167,6 +168,7 @@ def run_avatars(n: int, fps: float, rounds: int, lead_ms: float | None = None,
     steal0 = _steal()
     clock = FrameClock(fps, tick, spin_s=cfg.animation.spin_ms / 1000, emit=emit if lead > 0 else None,
                        lead_s=lead / 1000).start()
+    collections = _CollectorPauses()  # every collection while the clock runs stops it too
     firsts = []
     for r in range(rounds):
         time.sleep(0.5)
@@ -179,6 +181,7 @@ def run_avatars(n: int, fps: float, rounds: int, lead_ms: float | None = None,
         firsts += [(line.first_key_at - line.submitted) * 1000 for line in lines if line.first_key_at]
         time.sleep(3.0)
     clock.join()
+    collections.close()
     steal1 = _steal()
     out = []
     for s in sinks:
@@ -198,8 +201,28 @@ def run_avatars(n: int, fps: float, rounds: int, lead_ms: float | None = None,
                 "own_send_ms_p50": round(float(np.percentile(own, 50)) * 1000, 3),
                 "own_send_ms_p99": round(float(np.percentile(own, 99)) * 1000, 3),
                 "first_keyframe_ms_median": round(statistics.median(firsts), 1) if firsts else None,
-                "first_keyframe_ms_max": round(max(firsts), 1) if firsts else None})
+                "first_keyframe_ms_max": round(max(firsts), 1) if firsts else None,
+                "gc_ms_max": round(max(collections.ms, default=0.0), 2),
+                "gc_over_1ms": sum(ms > 1.0 for ms in collections.ms)})
     return out
+
+
+class _CollectorPauses:
+    """How long each of Python's garbage collections took (``gc.callbacks``) until closed."""
+
+    def __init__(self) -> None:
+        self.ms: list[float] = []
+        self._t0 = 0.0
+        gc.callbacks.append(self._on)
+
+    def _on(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._t0 = time.perf_counter()
+        else:
+            self.ms.append((time.perf_counter() - self._t0) * 1000)
+
+    def close(self) -> None:
+        gc.callbacks.remove(self._on)
 
 
 def run_ticks(text: str, fps: float, runs: int) -> list[dict]:
@@ -300,7 +323,8 @@ def _summary(res: list[dict], args) -> dict:
             "own_send_ms_p50": run["own_send_ms_p50"], "own_send_ms_p99": run["own_send_ms_p99"],
             "clock_stalls": run["clock_stalls"],
             "first_second_p99_dev_ms_worst": max(r["first_second_p99_dev_ms"] for r in streams),
-            "first_keyframe_ms_max": run["first_keyframe_ms_max"]}
+            "first_keyframe_ms_max": run["first_keyframe_ms_max"],
+            "gc_ms_max": run["gc_ms_max"], "gc_over_1ms": run["gc_over_1ms"]}
 
 
 def main() -> int:
