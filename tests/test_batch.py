@@ -2,7 +2,6 @@
 an interrupt or a failure ends only its own line, lines join and leave mid-generation."""
 
 import threading
-import time
 
 import pytest
 
@@ -180,26 +179,3 @@ def test_a_line_the_model_must_read_goes_before_the_prompt_of_one_already_playin
     assert steps[0] == {seq_open}, steps[:3]
     assert any(seq_plain in s for s in steps[1:])
     assert got["plain"] and got["open"]
-
-
-def test_no_step_starts_while_the_caller_has_more_lines_in_hand(local, language, monkeypatch):
-    """The model process sees lines said at the same moment waiting in its pipe: the batch holds its
-    first step until the last is handed over, so that they share it (LlamaBackend.arriving)."""
-    monkeypatch.setattr(local, "ARRIVING_S", 30.0)
-    steps = local.steps
-    local.arriving(True)
-    got: dict = {}
-    text = "He smirks, unimpressed by the offer."  # its feeling needs the model's reading
-    t = threading.Thread(target=lambda: got.setdefault("open", keys(local, language, text)))
-    try:
-        t.start()
-        deadline = time.monotonic() + 10
-        while not local._active and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert local._active  # admitted, its prompt pending
-        time.sleep(0.3)
-        assert local.steps == steps  # held
-    finally:
-        local.arriving(False)
-    t.join(60)
-    assert got["open"] and local.steps > steps

@@ -328,7 +328,6 @@ class LlamaBackend:
     PROMPT_TOKENS_PER_STEP = 32  # prompt tokens one step takes beyond the first line's (see _step)
     HOLD_S = 0.25  # longest a playing line sits out while others wait for their first keyframe
     GATHER_S = 0.05  # a line whose onset already left waits this long before its prompt (see _step)
-    ARRIVING_S = 0.1  # longest the batch loop waits for lines the caller still has in hand (arriving)
 
     def __init__(self, model_path: str | Path, grammar: str, *, n_threads: int = 0,
                  n_ctx: int = 2048, max_tokens: int = 96, lora_path: str | None = None,
@@ -407,7 +406,6 @@ class LlamaBackend:
         self._active: list[_Job] = []
         self._cv = threading.Condition()
         self._closed = False
-        self._arriving: float | None = None  # since when the caller has more lines in hand (arriving)
         self.trace: list | None = None  # tests: (piece, the line's KV position) as each is emitted
         self.steps = 0  # llama_decode calls of the batch loop
         self.peak_active = 0  # most lines in one step so far
@@ -804,20 +802,6 @@ class LlamaBackend:
         for _ in self._line_job(req, cancel, put):
             pass
 
-    def arriving(self, more: bool) -> None:
-        """The caller has more lines in hand, said at the same moment (the model process sees them
-        waiting in its pipe): until it says ``False`` (at most ``ARRIVING_S``) no step starts, so
-        that they all join the first one. Each line is read by the feeling model before it is
-        handed over, a few ms each; a line that needs the model's reading for its first keyframe
-        and came second would otherwise wait for a whole step of the first one's prompt."""
-        with self._cv:
-            if more:
-                if self._arriving is None:
-                    self._arriving = time.monotonic()
-            else:
-                self._arriving = None
-                self._cv.notify()
-
     def _submit(self, job: _Job) -> None:
         job.trace = self.trace
         with self._cv:
@@ -856,11 +840,6 @@ class LlamaBackend:
                 for job in joining:
                     self._admit(job)
                 self.peak_active = max(self.peak_active, len(self._active))
-                with self._cv:
-                    held = self._arriving is not None and time.monotonic() - self._arriving < self.ARRIVING_S
-                    if held and not self._closed:
-                        self._cv.wait(self.ARRIVING_S - (time.monotonic() - self._arriving))
-                        continue
                 idle = self._step()
                 if idle:
                     with self._cv:

@@ -88,20 +88,11 @@ def _child(cfg, conn) -> None:
         if msg[0] == "line":
             _, lid, req = msg
             ev = cancels[lid] = threading.Event()
-            # lines said at the same moment: the next is already in the pipe, so the batch holds its
-            # first step until the last of them is handed over (LlamaBackend.arriving)
-            more = conn.poll(0)
-            arriving = getattr(backend, "arriving", None)
-            if arriving is not None and more:
-                arriving(True)
             try:
                 backend.start(req, ev, sink(lid))
             except Exception as e:
                 cancels.pop(lid, None)
                 send(("error", lid, f"{type(e).__name__}: {e}"))
-            finally:
-                if arriving is not None and not more:
-                    arriving(False)
         elif msg[0] == "cancel":
             ev = cancels.get(msg[1])
             if ev is not None:
