@@ -325,7 +325,7 @@ class LlamaBackend:
     are generated together (one ``llama_decode`` per step), more wait for a free sequence."""
 
     concurrent = True
-    PROMPT_TOKENS_PER_STEP = 32  # prompt tokens one step takes beyond the first line's (see _step)
+    PROMPT_TOKENS_PER_STEP = 32  # prompt tokens a step takes, beside the first line's whole prompt (see _step)
     HOLD_S = 0.25  # longest a playing line sits out while others wait for their first keyframe
     GATHER_S = 0.05  # a line whose onset already left waits this long before its prompt (see _step)
 
@@ -930,6 +930,11 @@ class LlamaBackend:
                 return self.GATHER_S - max(now - j.admitted for j in gathering)
         singles = [j for j in active if len(j.pending) == 1]
         multi = sorted((j for j in active if len(j.pending) > 1), key=lambda j: (j.started, j.order))
+        if multi and not multi[0].started:
+            # A line waiting for its first keyframe takes a step's prompt alone: a step costs about
+            # linearly in its tokens on a CPU, so the others' prompts (even part of one) would only
+            # delay it, and the next such line gets the next step.
+            multi = multi[:1]
         room = self._n_batch - len(singles)
         for job in singles:
             plan.append((job, 1, -1))
@@ -940,8 +945,7 @@ class LlamaBackend:
                 break
             plan.append((job, take, -1))
             room -= take
-            if k:
-                budget -= take
+            budget -= take
         while plan:
             b = self._batch
             i = 0
