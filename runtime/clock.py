@@ -36,8 +36,8 @@ SWITCH_INTERVAL = 0.0005
 
 def freeze_collector() -> None:
     """Freeze what exists. Python's cyclic collector stops every thread while it walks the objects
-    it tracks: with the model client, numba and onnxruntime loaded a process holds ~120k, and a full
-    collection took 12-42 ms (a young one up to 7 ms): a stalled frame each time. What exists when a
+    it tracks: with the model client, numba and onnxruntime loaded a process holds 117k-167k, and a
+    full collection took 12-59 ms (a young one up to 7 ms): a stalled frame each time. What exists when a
     clock starts (modules, models, avatars) lives about as long as the process; frozen, the collector
     never walks it again, and collections see only what was made since. (No collection first: it
     would cost the caller ~30 ms, and the cyclic garbage frozen with the rest is a few objects.)"""

@@ -325,7 +325,7 @@ class LlamaBackend:
     are generated together (one ``llama_decode`` per step), more wait for a free sequence."""
 
     concurrent = True
-    PROMPT_TOKENS_PER_STEP = 32  # prompt tokens a step takes, beside the first line's whole prompt (see _step)
+    PROMPT_TOKENS_PER_STEP = 32  # prompt tokens a step takes; the first line's prompt goes whole (see _step)
     HOLD_S = 0.25  # longest a playing line sits out while others wait for their first keyframe
     GATHER_S = 0.05  # a line whose onset already left waits this long before its prompt (see _step)
 
