@@ -599,7 +599,13 @@ def main() -> int:
     ap.add_argument("--audio-only", action="store_true", help="only the mouth from audio")
     ap.add_argument("--sentences", type=int, default=len(SENTENCES), help="--audio: how many of the sentences")
     ap.add_argument("--plot-audio", type=Path, help="draw one festival line's mouth from audio to this PNG, exit")
+    ap.add_argument("--phone-lw", type=float, default=None,
+                    help="--audio: the phone recogniser's language-model weight (runtime.audio.align.PHONE_LW)")
     args = ap.parse_args()
+    if args.phone_lw is not None:
+        from runtime.audio import align
+
+        align.PHONE_LW = args.phone_lw  # read when a decoder is built
     if args.plot_audio:
         plot_audio_line(args.plot_audio)
         return 0
