@@ -100,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="int8 weights with one scale per tensor (per output channel is the default: 0.715 vs 0.749 "
                          "own held-out weighted F1 for the same weights)")
     ap.add_argument("--keep-fp32", action="store_true", help="keep feeling.fp32.onnx beside the int8 model")
+    ap.add_argument("--lines", type=Path, default=OWN,
+                    help="our own lines (JSONL: text, label, heard); an earlier version of the file "
+                         "rebuilds an earlier model, e.g. git show fdb22f8:tools/data/dialogue_lines.jsonl")
     ap.add_argument("--neutral-bias", default="auto",
                     help="log-prior shift toward neutral written to the card (training balanced the classes): "
                          "a number, or 'auto': the one of 0-1.5 with the best mean weighted F1 over our held-out "
@@ -116,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     base = get_model_path()
     tok = WordPiece(base / "vocab.txt")
     go = goemotions(SHARED / "goemotions" / "train.tsv", args.cap, rng)
-    own, held = own_lines(OWN)
+    own, held = own_lines(args.lines)
     go_dev = [r for r in goemotions(SHARED / "goemotions" / "dev.tsv", 0, random.Random(1))]
     rows = go + own
     weights = np.array([args.own_weight if r["src"] == "own" else 1.0 for r in rows])

@@ -1,7 +1,8 @@
 """The feeling a listener hears in a spoken line: a small text classifier run by onnxruntime.
 
-A fine-tuned MiniLM (tools/train_feeling.py; card: exported_models/feeling.json) reads the line and,
-when given, what was just said to the character (``heard``), and gives a probability for each of
+Three fine-tuned MiniLMs in one ONNX graph (tools/train_feeling.py, tools/ensemble_feeling.py; card:
+exported_models/feeling.json: the geometric mean of their readings) read the line and,
+when given, what was just said to the character (``heard``), and give a probability for each of
 the eight emotions the face knows. The keyframe model then starts from that reading: the backend
 adds ``weight * log p`` to its own calibrated scores for the feeling word (runtime/generate/llama.py),
 so the words' meaning decides what the language model alone heard mostly from emotion words.
@@ -100,7 +101,8 @@ def is_narration(text: str) -> bool:
 
 
 class FeelingModel:
-    """The exported classifier. ``classify`` is thread-safe; ~5 ms a line on one core."""
+    """The exported classifier (one model, or several merged by tools/ensemble_feeling.py: the same
+    inputs and output). ``classify`` is thread-safe; ~5 ms a line on one core."""
 
     def __init__(self, model_path: str | Path, vocab_path: str | Path, threads: int = 1,
                  providers: list[str] | None = None, heard_words: int = 4) -> None:

@@ -1,0 +1,122 @@
+"""Several feeling models as one: an ONNX graph that runs each and returns the normalised geometric
+mean of their probabilities, for the runtime to load as it loads one (runtime/text/feeling.py).
+
+Each member reads the line with its own fine-tuned layers; the layers training kept frozen (the
+embeddings: ``tools/train_feeling.py`` never trains them) are byte-identical across members and
+stored once. The card's neutral shift is the mean of the members' (a member's shift multiplies its
+probabilities, so in the geometric mean it counts by its share), and the card lists the members
+with their own cards.
+
+    .venv/bin/python tools/ensemble_feeling.py --out exported_models A/feeling.onnx B/feeling.onnx C/feeling.onnx
+
+Needs the train extra (onnx).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+
+def merge(members: list[Path], out: Path) -> dict:
+    import onnx
+    from onnx import TensorProto, helper
+
+    models = [onnx.load(str(p)) for p in members]
+    first = models[0].graph
+    inputs = [i.name for i in first.input]
+    nodes, inits, seen = [], [], {}  # seen: a tensor's bytes (name cleared) -> its name in the merge
+    shared = 0
+    for k, m in enumerate(models):
+        g = m.graph
+        if [i.name for i in g.input] != inputs or len(g.output) != 1:
+            raise ValueError(f"{members[k]}: not a feeling model (inputs {[i.name for i in g.input]})")
+        rename = {}
+        for t in g.initializer:
+            key = onnx.TensorProto()
+            key.CopyFrom(t)
+            key.name = ""
+            blob = key.SerializeToString()
+            if blob in seen:
+                rename[t.name] = seen[blob]
+                shared += len(blob)
+                continue
+            new = f"m{k}/{t.name}"
+            rename[t.name] = seen[blob] = new
+            t2 = onnx.TensorProto()
+            t2.CopyFrom(t)
+            t2.name = new
+            inits.append(t2)
+
+        def name(x: str, k: int = k, rename: dict = rename) -> str:
+            if not x or x in inputs:
+                return x
+            return rename.get(x, f"m{k}/{x}")
+
+        for j, n in enumerate(g.node):
+            n2 = onnx.NodeProto()
+            n2.CopyFrom(n)
+            n2.name = f"m{k}/{n.name or f'node{j}'}"
+            n2.input[:] = [name(x) for x in n.input]
+            n2.output[:] = [name(x) for x in n.output]
+            nodes.append(n2)
+        # the log of the member's probabilities (a softmax: positive; the epsilon guards underflow)
+        nodes.append(helper.make_node("Add", [name(g.output[0].name), "ensemble/eps"], [f"m{k}/probs_eps"],
+                                      name=f"ensemble/eps{k}"))
+        nodes.append(helper.make_node("Log", [f"m{k}/probs_eps"], [f"m{k}/log"], name=f"ensemble/log{k}"))
+    inits.append(helper.make_tensor("ensemble/eps", TensorProto.FLOAT, [], [1e-12]))
+    nodes.append(helper.make_node("Sum", [f"m{k}/log" for k in range(len(models))], ["ensemble/sum"],
+                                  name="ensemble/sum"))
+    inits.append(helper.make_tensor("ensemble/share", TensorProto.FLOAT, [], [1.0 / len(models)]))
+    nodes.append(helper.make_node("Mul", ["ensemble/sum", "ensemble/share"], ["ensemble/mean"], name="ensemble/mean"))
+    nodes.append(helper.make_node("Softmax", ["ensemble/mean"], ["probs"], axis=-1, name="ensemble/softmax"))
+    graph = helper.make_graph(nodes, "feeling_ensemble", list(first.input), [first.output[0]], inits)
+    graph.output[0].name = "probs"
+    opsets = {}
+    for m in models:
+        for o in m.opset_import:
+            opsets[o.domain] = max(opsets.get(o.domain, 0), o.version)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()],
+                              producer_name="keyframeface ensemble_feeling")
+    model.ir_version = models[0].ir_version
+    onnx.checker.check_model(model)
+    out.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(out / "feeling.onnx"))
+    return {"members": len(models), "shared_bytes": shared}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("members", nargs="+", type=Path, help="feeling.onnx files, each with its card beside it")
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args(argv)
+    cards = [json.loads(p.with_suffix(".json").read_text()) for p in args.members]
+    tmp = args.out / "ensemble.tmp"
+    info = merge(args.members, tmp)
+    shutil.move(str(tmp / "feeling.onnx"), str(args.out / "feeling.onnx"))
+    tmp.rmdir()
+    vocab = args.members[0].with_name("feeling_vocab.txt")
+    if vocab.resolve() != (args.out / "feeling_vocab.txt").resolve():
+        shutil.copy(vocab, args.out / "feeling_vocab.txt")
+    labels = cards[0]["labels"]
+    bias = {k: round(sum(c.get("bias", {}).get(k, 0.0) for c in cards) / len(cards), 4)
+            for k in {k for c in cards for k in c.get("bias", {})}}
+    card = {"model": "feeling.onnx",
+            "what": cards[0].get("what", ""),
+            "labels": labels,
+            "input": cards[0].get("input", ""),
+            "output": "probs[batch, 8]: the normalised geometric mean of the members' probabilities",
+            "ensemble": f"{len(cards)} members, the embeddings stored once ({info['shared_bytes'] / 1e6:.1f} MB saved)",
+            "bias": bias,
+            "not_trained_on": "any evaluation file (../shared/eval, MELD)",
+            "members": cards}
+    (args.out / "feeling.json").write_text(json.dumps(card, indent=2) + "\n")
+    print(json.dumps({"out": str(args.out / "feeling.onnx"),
+                      "mb": round((args.out / "feeling.onnx").stat().st_size / 1e6, 1), **info, "bias": bias}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
