@@ -5,15 +5,16 @@ of ``runtime.generate.beats.plan``, then ``LlamaBackend._told``: hint, emotion-w
 model) and scores a face made of those decisions the way ``tools/eval_keyframes.py`` scores real
 faces: one expected feeling, the non-neutral beat the feeling model is surest of (a stand-in for the
 probe's most intense keyframe), else neutral; two, the first beat and the last. On MELD dev it
-reads 0.4853 where the end-to-end run reads 0.4799 (docs/BENCHMARKS.md, issue 16), so a change to
-the beats can be screened here before an end-to-end run.
+reads 0.4961 where the end-to-end run reads 0.4936 (v5 alone: 0.4853 and 0.4799; docs/BENCHMARKS.md,
+issue 16), so a change to the beats can be screened here before an end-to-end run.
 
     .venv/bin/python tools/sim_beats.py --meld ../shared/data/emotion/meld/dev_sent_emo.csv
     .venv/bin/python tools/sim_beats.py --prompts ../shared/eval/prompts_dialogue_dev.jsonl
-    .venv/bin/python tools/sim_beats.py --prompts P --anchor 0.6 0.8   # the experiment of stop 26
+    .venv/bin/python tools/sim_beats.py --prompts tools/data/own_turns.jsonl --anchor 0.6   # stop 26
 
-``--anchor A``: an experiment, not the runtime: a sentence without a turn word starts a new beat only
-while the whole line's own reading is below A (a line read surely as one feeling stays one beat).
+``--anchor A``: an experiment (``beats.plan(anchor=A)``, off in the runtime): a sentence without a
+turn word starts a new beat only while the whole line's own reading is below A (a line read surely
+as one feeling stays one beat).
 """
 
 from __future__ import annotations
@@ -30,52 +31,15 @@ from eval_keyframes import meld_prompts, weighted_f1  # noqa: E402  (tools/ is o
 from runtime import assemble  # noqa: E402
 from runtime import config as C  # noqa: E402
 from runtime.generate import beats  # noqa: E402
-from runtime.generate import prompt as prompts  # noqa: E402
 from runtime.generate.prompt import LineRequest  # noqa: E402
-from runtime.text import split_sentences  # noqa: E402
-from runtime.text.feeling import is_narration  # noqa: E402
-
-
-def plan_anchored(req: LineRequest, feeling, anchor: float, change: float, most: int = 3) -> list[LineRequest]:
-    """``beats.plan`` with the --anchor rule (see the module docstring)."""
-    narration = is_narration(req.text)
-    pieces: list[tuple[str, bool]] = []
-    for s in beats._whole_sentences(split_sentences(req.text) or [req.text]):
-        cut = prompts.clauses(s, most)
-        turn = bool(pieces) and bool(beats._TURN.match(s))
-        pieces += [(s, turn)] if len(cut) == 1 else [(c, (k > 0 and narration) or turn) for k, c in enumerate(cut)]
-    read: dict = {}
-
-    def classify(text: str):
-        if text not in read:
-            read[text] = feeling.classify(text, req.heard)
-        return read[text]
-
-    whole = classify(req.text)
-    sure = whole.probs[whole.label] >= anchor
-    groups: list[list[str]] = []
-    label = ""
-    for text, forced in pieces:
-        got = classify(text)
-        new = got.label != label and (forced or (got.probs[got.label] >= change and not sure))
-        if not groups or new:
-            groups.append([text])
-            label = got.label
-        else:
-            groups[-1].append(text)
-    if len(groups) > most:
-        groups = groups[: most - 1] + [[t for g in groups[most - 1:] for t in g]]
-    if len(groups) == 1:
-        return [beats._sub(req, req.text, whole)]
-    return [beats._sub(req, " ".join(g), classify(" ".join(g))) for g in groups]
 
 
 def decide(backend, p: dict, anchor: float | None = None) -> list[str]:
     """The feelings a face made of the runtime's decisions for line ``p`` reads as, one per expected."""
     req = LineRequest(p["text"], context=p.get("context", ""), emotion=p.get("emotion", ""),
                       heard=p.get("heard", ""))
-    parts = (beats.plan(req, backend.feeling, split=backend.split_clauses, change=backend.beat_change)
-             if anchor is None else plan_anchored(req, backend.feeling, anchor, backend.beat_change))
+    parts = beats.plan(req, backend.feeling, split=backend.split_clauses, change=backend.beat_change,
+                       anchor=anchor)
     decided = []
     for part in parts:
         told = backend._told(part, True)

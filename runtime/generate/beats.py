@@ -74,11 +74,13 @@ def _whole_sentences(sentences: list[str]) -> list[str]:
 
 
 def plan(req: LineRequest, feeling: FeelingModel | None, *, split: bool = True, most: int = 3,
-         change: float = 0.65) -> list[LineRequest]:
+         change: float = 0.65, anchor: float | None = None) -> list[LineRequest]:
     """The beats of ``req`` as requests (at most ``most``; more fold into the last).
 
     ``change``: the probability the feeling model must give a sentence's own feeling, other than
-    the beat's so far, for that sentence to start a new beat.
+    the beat's so far, for that sentence to start a new beat. ``anchor`` (an experiment of
+    tools/sim_beats.py, off in the runtime: it cost turns whose feeling changes): such a sentence
+    starts one only while the whole line's own reading is below it.
     """
     if not split:
         return [_sub(req, req.text, feeling.classify(req.text, req.heard) if feeling else None)]
@@ -104,6 +106,10 @@ def plan(req: LineRequest, feeling: FeelingModel | None, *, split: bool = True, 
 
     groups: list[list[str]] = []
     label = ""
+    if anchor is not None:
+        whole = classify(req.text)
+        if whole.probs[whole.label] >= anchor:
+            change = math.inf  # read surely as one feeling: only a turn word or connective cuts
     for text, after_connective in pieces:
         got = classify(text)
         new = got.label != label and (after_connective or got.probs[got.label] >= change)
