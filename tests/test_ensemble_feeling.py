@@ -29,7 +29,8 @@ def test_a_model_merged_with_itself_reads_as_it_and_is_stored_once(tmp_path):
         (d / "feeling.json").write_text((ROOT / "exported_models" / "feeling.json").read_text())
         (d / "feeling_vocab.txt").symlink_to(ROOT / "exported_models" / "feeling_vocab.txt")
     out = tmp_path / "out"
-    assert ensemble_feeling.main(["--out", str(out), str(a / "feeling.onnx"), str(b / "feeling.onnx")]) == 0
+    assert ensemble_feeling.main(["--out", str(out), "--no-figures", str(a / "feeling.onnx"),
+                                  str(b / "feeling.onnx")]) == 0
     card = json.loads((out / "feeling.json").read_text())
     assert len(card["members"]) == 2 and card["bias"] == json.loads(
         (ROOT / "exported_models" / "feeling.json").read_text())["bias"]

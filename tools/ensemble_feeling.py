@@ -5,7 +5,8 @@ Each member reads the line with its own fine-tuned layers; the layers training k
 embeddings: ``tools/train_feeling.py`` never trains them) are byte-identical across members and
 stored once. The card's neutral shift is the mean of the members' (a member's shift multiplies its
 probabilities, so in the geometric mean it counts by its share), and the card lists the members
-with their own cards.
+with their own cards (each member's card carries the command that made it), the command that merged
+them, and the weighted F1 on the sets the trainer reports.
 
     .venv/bin/python tools/ensemble_feeling.py --out exported_models A/feeling.onnx B/feeling.onnx C/feeling.onnx
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 from pathlib import Path
 
 
@@ -87,10 +89,32 @@ def merge(members: list[Path], out: Path) -> dict:
     return {"members": len(models), "shared_bytes": shared}
 
 
+def figures(model_path: Path) -> dict:
+    """The weighted F1 the trainer reports, on the same sets: our own held-out lines and GoEmotions
+    dev (the two that choices are made on), with the card's shift applied."""
+    import random
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import train_feeling as tf
+
+    from runtime.text.feeling import FeelingModel
+
+    model = FeelingModel(model_path, model_path.with_name("feeling_vocab.txt"))
+    _, held = tf.own_lines(tf.OWN)
+    go_dev = tf.goemotions(tf.SHARED / "goemotions" / "dev.tsv", 0, random.Random(1))
+    out = {}
+    for name, rows in (("own_held", held), ("go_dev", go_dev)):
+        pred = [model.classify(r["text"], r.get("heard", "")).label for r in rows]
+        f1, acc = tf.scores([r["label"] for r in rows], pred)
+        out[name] = {"weighted_f1": round(f1, 4), "accuracy": round(acc, 4), "lines": len(rows)}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("members", nargs="+", type=Path, help="feeling.onnx files, each with its card beside it")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--no-figures", action="store_true", help="skip scoring the merged model (~1 min)")
     args = ap.parse_args(argv)
     cards = [json.loads(p.with_suffix(".json").read_text()) for p in args.members]
     tmp = args.out / "ensemble.tmp"
@@ -111,7 +135,12 @@ def main(argv: list[str] | None = None) -> int:
             "ensemble": f"{len(cards)} members, the embeddings stored once ({info['shared_bytes'] / 1e6:.1f} MB saved)",
             "bias": bias,
             "not_trained_on": "any evaluation file (../shared/eval, MELD)",
+            "command": "tools/ensemble_feeling.py " + " ".join(argv if argv is not None else sys.argv[1:]),
             "members": cards}
+    (args.out / "feeling.json").write_text(json.dumps(card, indent=2) + "\n")  # read by figures: the shift
+    if not args.no_figures:
+        card["figures"] = figures(args.out / "feeling.onnx")
+    card = {k: card[k] for k in [*[k for k in card if k != "members"], "members"]}  # members last
     (args.out / "feeling.json").write_text(json.dumps(card, indent=2) + "\n")
     print(json.dumps({"out": str(args.out / "feeling.onnx"),
                       "mb": round((args.out / "feeling.onnx").stat().st_size / 1e6, 1), **info, "bias": bias}))
