@@ -39,12 +39,20 @@ def backend(cfg: Config, lang: Language):
     if m.servers or is_url(m.name):
         return ServerBackend(m.servers or m.name, grammar(cfg, lang), max_tokens=m.max_tokens,
                              timeout=m.timeout, max_keyframes=cfg.keyframes.max_keyframes,
-                             slots=m.server_slots, feeling=feeling(cfg), beat_change=cfg.feeling.change)
+                             slots=m.server_slots, feeling=feeling(cfg), beat_rules=beat_rules(cfg))
     if m.process:
         from runtime.generate.worker import ProcessBackend
 
         return ProcessBackend(cfg)
     return local_backend(cfg, lang)
+
+
+def beat_rules(cfg: Config):
+    """How lines are cut into beats ([feeling] change, blend, aside)."""
+    from runtime.generate.beats import Rules
+
+    f = cfg.feeling
+    return Rules(change=f.change, blend=f.blend, aside=f.aside)
 
 
 def local_backend(cfg: Config, lang: Language):
@@ -60,7 +68,7 @@ def local_backend(cfg: Config, lang: Language):
                         n_gpu_layers=m.gpu_layers, language=lang,
                         max_keyframes=cfg.keyframes.max_keyframes, onset=cfg.keyframes.onset,
                         decide_early=cfg.keyframes.decide_early,
-                        feeling=feeling(cfg), feeling_weight=f.weight, beat_change=f.change,
+                        feeling=feeling(cfg), feeling_weight=f.weight, beat_rules=beat_rules(cfg),
                         batch=m.batch, reading=f.reading)
 
 

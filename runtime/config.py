@@ -48,7 +48,9 @@ class KeyframesConfig:
 class FeelingConfig:
     model: str = "auto"  # the feeling model: "auto" = exported_models/feeling.onnx, "" = none, or a path
     weight: float = 2.5  # how much its reading (weight * log p) counts beside the keyframe model's own
-    change: float = 0.65  # its confidence in another feeling for a sentence to start a new beat
+    change: float = 0.85  # its confidence in another feeling for a sentence to start a new beat
+    blend: float = 0.4  # how much the whole line's reading counts in each beat's (log-linear)
+    aside: float = 0.5  # a beat of another feeling than the line's peaks this much below the line's own
     heard_words: int = 4  # what was heard is read for replies of at most this many words; 0 = never
     reading: float = 0.0  # how much the keyframe model's own reading counts in speech (stage directions: 1)
 

@@ -118,17 +118,36 @@ def test_a_turn_word_starts_a_beat_on_any_change(model):
     second = "nobody got hurt, and the coach is buying dinner."
     got = model.classify("but hey, " + second)
     assert got.label != model.classify(first).label and got.probs[got.label] < 0.99
-    parts = beats.plan(LineRequest(f"{first} But hey, {second}"), model, change=0.99)
+    parts = beats.plan(LineRequest(f"{first} But hey, {second}"), model, rules=beats.Rules(change=0.99))
     assert len(parts) == 2
-    assert len(beats.plan(LineRequest(f"{first} {second.capitalize()}"), model, change=0.99)) == 1
+    assert len(beats.plan(LineRequest(f"{first} {second.capitalize()}"), model, rules=beats.Rules(change=0.99))) == 1
+
+
+@pytest.mark.parametrize("text,label", [
+    # two of our own held-out lines (tools/data/own_held400.jsonl): each sentence alone reads
+    # otherwise ("That's beyond creepy." is not fear; the crypt is not anger), the line around it
+    # tells how it sounds
+    ("He's been hitting on his student. That's beyond creepy.", "disgust"),
+    ("I'm not going into that crypt. I'll hold the horses. Somebody has to hold the horses.", "fear"),
+])
+def test_a_beat_hears_the_line_around_it(model, text, label):
+    def felt(parts):
+        # the face shows its surest feeling, as tools/sim_beats.py scores it
+        best = max(parts, key=lambda p: max(p.prior.values()))
+        return max(best.prior, key=best.prior.get)
+
+    assert felt(beats.plan(LineRequest(text), model)) == label
+    alone = beats.Rules(change=0.65, blend=0.0)  # each beat read alone, as until stop 26
+    assert felt(beats.plan(LineRequest(text), model, rules=alone)) != label
 
 
 def test_speech_connectives_need_a_sure_change(model):
     # "until" in speech is a word, not a cut: the clause after it counts like a sentence
-    parts = beats.plan(LineRequest("Please keep your ticket until the end of the journey."), model, change=1.01)
+    sure = beats.Rules(change=1.01)
+    parts = beats.plan(LineRequest("Please keep your ticket until the end of the journey."), model, rules=sure)
     assert len(parts) == 1
     told = "She laughs at the joke, then suddenly looks worried."
-    assert len(beats.plan(LineRequest(told), model, change=1.01)) == 2
+    assert len(beats.plan(LineRequest(told), model, rules=sure)) == 2
 
 
 def test_without_a_feeling_model_only_connectives_cut():
@@ -186,6 +205,25 @@ def test_dialogue_faces_read_as_meant(local, language, probe, text, expect):
     assert got == expect, keys
     ts = [k["t"] for k in keys]
     assert ts == sorted(ts)
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("text", [
+    # written for this test: a flash of surprise, then the line's joy (two beats, no turn word)
+    "You got the job? That's wonderful, I'm so proud of you!",
+    "Is that a new puppy? Oh, he's adorable, look at his little ears!",
+])
+def test_a_feeling_in_passing_peaks_below_the_lines_own(local, language, probe, text):
+    from dataclasses import replace
+
+    assert len(beats.plan(LineRequest(text), local.feeling, rules=local.beat_rules)) == 2
+    assert _faces(local, language, probe, LineRequest(text), 1)[0] == ["joy"]
+    shipped = local.beat_rules
+    local.beat_rules = replace(shipped, aside=0.0)  # each beat at its own intensity: surprise peaks
+    try:
+        assert _faces(local, language, probe, LineRequest(text), 1)[0] == ["surprise"]
+    finally:
+        local.beat_rules = shipped
 
 
 @pytest.mark.model

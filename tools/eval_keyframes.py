@@ -25,6 +25,7 @@ import json
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reading", type=float, default=None,
                     help="feeling.reading: the keyframe model's own reading in speech")
     ap.add_argument("--change", type=float, default=None, help="beat change confidence (feeling.change)")
+    ap.add_argument("--blend", type=float, default=None,
+                    help="the whole line's share in a beat's reading (feeling.blend)")
+    ap.add_argument("--aside", type=float, default=None,
+                    help="how far below the line's own a beat of another feeling peaks (feeling.aside)")
     ap.add_argument("--classifier-only", action="store_true", help="score the feeling model's label alone")
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--quant", default=None, help="model.quant: 'auto', '' (as shipped) or a type such as Q8_0")
@@ -131,7 +136,9 @@ def main(argv: list[str] | None = None) -> int:
                            level_floor=0 if args.plain else 4, cue_prior=0.0 if args.no_cues else 2.0,
                            onset=not args.no_onset, feeling=feeling,
                            feeling_weight=cfg.feeling.weight if args.feeling_weight is None else args.feeling_weight,
-                           beat_change=cfg.feeling.change if args.change is None else args.change,
+                           beat_rules=replace(assemble.beat_rules(cfg), **{
+                               k: v for k, v in (("change", args.change), ("blend", args.blend), ("aside", args.aside))
+                               if v is not None}),
                            decide_early=cfg.keyframes.decide_early if args.decide_early is None else args.decide_early,
                            reading=cfg.feeling.reading if args.reading is None else args.reading)
     load_s = time.perf_counter() - t0

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from runtime.generate import prompt as prompts
 from runtime.generate.prompt import LineRequest
 from runtime.text import split_sentences
-from runtime.text.feeling import Feeling, FeelingModel, is_narration
+from runtime.text.feeling import Feeling, FeelingModel, intensity, is_narration
 
 _WORDS = re.compile(r"[A-Za-z0-9']+")
 
@@ -52,6 +52,20 @@ def _sub(req: LineRequest, text: str, feeling: Feeling | None) -> LineRequest:
 _TURN = re.compile(r"(?i)^\W*(?:wait|hold on|hang on|but|now|oh no|uh[- ]oh|then|suddenly|actually|anyway|"
                    r"still|and yet|although|though|except|meanwhile|on the other hand|then again)\b")
 
+
+
+@dataclass(frozen=True)
+class Rules:
+    """How a line is cut into beats and how each beat's reading is shown (config.toml [feeling]).
+    Chosen on our own held-out lines and turns and GoEmotions dev (docs/BENCHMARKS.md, issue 16)."""
+
+    change: float = 0.85  # a sentence starts a beat when read as another feeling this surely
+    blend: float = 0.4  # share of the whole line's reading in each beat's (log-linear)
+    keep: float = 0.7  # a beat read at least this surely keeps its own feeling whatever the blend
+    aside: float = 0.5  # a beat of another feeling than the line's peaks this far below the line's own
+
+
+DEFAULT = Rules()
 SHORT = 3  # words: a sentence shorter than this ("Ha!", "Best.", "No way.") is read with its neighbour
 
 
@@ -74,11 +88,11 @@ def _whole_sentences(sentences: list[str]) -> list[str]:
 
 
 def plan(req: LineRequest, feeling: FeelingModel | None, *, split: bool = True, most: int = 3,
-         change: float = 0.65, anchor: float | None = None) -> list[LineRequest]:
+         rules: Rules = DEFAULT, anchor: float | None = None) -> list[LineRequest]:
     """The beats of ``req`` as requests (at most ``most``; more fold into the last).
 
-    ``change``: the probability the feeling model must give a sentence's own feeling, other than
-    the beat's so far, for that sentence to start a new beat. ``anchor`` (an experiment of
+    ``rules.change``: the probability the feeling model must give a sentence's own feeling, other
+    than the beat's so far, for that sentence to start a new beat. ``anchor`` (an experiment of
     tools/sim_beats.py, off in the runtime: it cost turns whose feeling changes): such a sentence
     starts one only while the whole line's own reading is below it.
     """
@@ -105,7 +119,9 @@ def plan(req: LineRequest, feeling: FeelingModel | None, *, split: bool = True, 
         return read[text]
 
     groups: list[list[str]] = []
+    turns: list[bool] = []  # the beat opens with a turn word (or a stage direction's connective)
     label = ""
+    change = rules.change
     if anchor is not None:
         whole = classify(req.text)
         if whole.probs[whole.label] >= anchor:
@@ -115,11 +131,43 @@ def plan(req: LineRequest, feeling: FeelingModel | None, *, split: bool = True, 
         new = got.label != label and (after_connective or got.probs[got.label] >= change)
         if not groups or new:
             groups.append([text])
+            turns.append(after_connective)
             label = got.label
         else:
             groups[-1].append(text)
     if len(groups) > most:
         groups = groups[: most - 1] + [[t for g in groups[most - 1:] for t in g]]
+        turns = turns[:most]
     if len(groups) == 1:
         return [_sub(req, req.text, classify(req.text))]
-    return [_sub(req, " ".join(g), classify(" ".join(g))) for g in groups]
+    whole = classify(req.text)
+    felt = [_heard_within(" ".join(g), classify(" ".join(g)), whole, rules) for g in groups]
+    main = [f.intensity for f in felt if f.label == whole.label]
+    if rules.aside > 0 and main and whole.label != "neutral":
+        # a feeling in passing peaks below the line's own: "You got the part? That's amazing!" is
+        # joy after a flash of surprise. A beat opened by a turn word is the line changing ("...
+        # Wait, why is your arm bent like that? Call an ambulance!"): it and what follows show in full.
+        turns = [any(turns[: k + 1]) for k in range(len(turns))]
+        top = max(main) - rules.aside
+        felt = [f if f.label in (whole.label, "neutral") or turn
+                else replace(f, intensity=max(0.1, min(f.intensity, top))) for f, turn in zip(felt, turns)]
+    return [_sub(req, " ".join(g), f) for g, f in zip(groups, felt)]
+
+
+def _heard_within(text: str, own: Feeling, whole: Feeling, rules: Rules) -> Feeling:
+    """A beat's reading as heard within its line: its own and the whole line's, mixed log-linearly
+    ("That's beyond creepy." alone is not sure what it is; after "He's been hitting on his student."
+    it is disgust). A beat read surely (``rules.keep``) keeps its own feeling: "I was so happy at the
+    party, but suddenly I felt terribly sad" starts happy."""
+    if rules.blend <= 0:
+        return own
+    b = rules.blend
+    lp = {k: (1 - b) * math.log(max(v, 1e-6)) + b * math.log(max(whole.probs.get(k, 0.0), 1e-6))
+          for k, v in own.probs.items()}
+    top = max(lp.values())
+    z = sum(math.exp(v - top) for v in lp.values())
+    probs = {k: math.exp(v - top) / z for k, v in lp.items()}
+    label = max(probs, key=probs.__getitem__)
+    if label != own.label and own.probs[own.label] >= rules.keep:
+        return own
+    return Feeling(label, probs, intensity(text, probs))

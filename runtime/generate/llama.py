@@ -337,7 +337,7 @@ class LlamaBackend:
                  max_keyframes: int = 8, emotion_prior: float = 3.0, consistent: bool = True,
                  cue_prior: float = 2.0, level_floor: int = 4, onset: bool = True,
                  feeling: FeelingModel | None = None, feeling_weight: float = 2.5,
-                 beat_change: float = 0.65, decide_early: float = 0.0, batch: int = 8,
+                 beat_rules: beats.Rules = beats.DEFAULT, decide_early: float = 0.0, batch: int = 8,
                  reading: float = 1.0) -> None:
         try:
             import llama_cpp
@@ -373,7 +373,7 @@ class LlamaBackend:
         self.onset = onset
         self.feeling = feeling
         self.feeling_weight = feeling_weight
-        self.beat_change = beat_change
+        self.beat_rules = beat_rules
         self.reading = reading
         self.decide_early = decide_early
         self._pieces: dict[int, str] = {}
@@ -773,7 +773,7 @@ class LlamaBackend:
     def _line_job(self, req: LineRequest, cancel: threading.Event | None,
                   sink: Callable[[object], None] | None) -> Iterator[tuple[str, int]]:
         t0 = time.perf_counter()
-        parts = beats.plan(req, self.feeling, split=self.split_clauses, change=self.beat_change)
+        parts = beats.plan(req, self.feeling, split=self.split_clauses, rules=self.beat_rules)
         # one beat: a few keyframes (onset, apex, settle); several: an even share each, so each beat
         # gets about the same time and the switch lands where the text puts it
         each = min(self.max_keyframes, self.clause_keyframes + 1) if len(parts) == 1 else max(

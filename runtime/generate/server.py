@@ -122,9 +122,9 @@ class ServerBackend:
                  max_keyframes: int = 8, clause_keyframes: int = 3, split_clauses: bool = True,
                  model: str = "", system: str = prompts.SYSTEM,
                  examples: list[tuple[str, str]] | None = None, feeling: FeelingModel | None = None,
-                 beat_change: float = 0.65, slots: int = 1, retry_after: float = 10.0) -> None:
+                 beat_rules: beats.Rules = beats.DEFAULT, slots: int = 1, retry_after: float = 10.0) -> None:
         self.feeling = feeling  # no logits come back: its reading goes to the server as the Emotion hint
-        self.beat_change = beat_change
+        self.beat_rules = beat_rules
         urls = [url] if isinstance(url, str) else list(url)
         if not urls:
             raise ServerError("no model server URL given")
@@ -226,7 +226,7 @@ class ServerBackend:
 
     def stream(self, req: LineRequest, cancel: threading.Event | None = None) -> Iterator[tuple[str, int]]:
         """Yield whole keyframe lines as the server writes them; times continue across clauses."""
-        parts = beats.plan(req, self.feeling, split=self.split_clauses, change=self.beat_change)
+        parts = beats.plan(req, self.feeling, split=self.split_clauses, rules=self.beat_rules)
         each = min(self.max_keyframes, self.clause_keyframes + 1) if len(parts) == 1 else max(
             2, min(self.clause_keyframes, self.max_keyframes // len(parts)))
         server = self._acquire(cancel)
