@@ -140,6 +140,8 @@ def plan(req: LineRequest, feeling: FeelingModel | None, *, split: bool = True, 
         turns = turns[:most]
     if len(groups) == 1:
         return [_sub(req, req.text, classify(req.text))]
+    if told:  # a stage direction names each feeling in its order ("She gasps at the gift, then bursts
+        return [_sub(req, " ".join(g), classify(" ".join(g))) for g in groups]  # into tears"): as read
     whole = classify(req.text)
     felt = [_heard_within(" ".join(g), classify(" ".join(g)), whole, rules) for g in groups]
     main = [f.intensity for f in felt if f.label == whole.label]
