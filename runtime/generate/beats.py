@@ -5,11 +5,12 @@ connectives that tell a sequence in a stage direction (:func:`prompt.clauses`: "
 worried"). In a stage direction a clause after a connective starts a new beat when the feeling model
 reads another feeling in it; so does a sentence that opens with a turn word ("Wait,", "But hey,", "Now,");
 any other sentence (or, in speech, clause) only when it reads another feeling with some confidence
-(``change``): "Ha! You fell right in the mud! Wait, are you bleeding?" is joy, then fear, while "You
-got the part? That's amazing!" stays one joyful beat and "Keep your ticket until the end of the
-journey" one calm one. Otherwise a piece joins the beat before. Each beat is one request to the
-keyframe model, carrying the feeling model's reading as a prior (``LineRequest.prior``) and the
-line's intensity.
+(``change``): "Ha! You fell right in the mud! Wait, are you bleeding?" is joy, then fear, while "Keep
+your ticket until the end of the journey" stays one calm beat. Otherwise a piece joins the beat
+before. Each beat is one request to the keyframe model, carrying the feeling model's reading as a
+prior (``LineRequest.prior``) and the line's intensity. In speech a beat is heard within its line
+(:class:`Rules`): its reading mixes in the whole line's, and a feeling in passing peaks below the
+line's own.
 """
 
 from __future__ import annotations
@@ -51,7 +52,6 @@ def _sub(req: LineRequest, text: str, feeling: Feeling | None) -> LineRequest:
 # beat whenever it is read as another feeling, however sure the reading
 _TURN = re.compile(r"(?i)^\W*(?:wait|hold on|hang on|but|now|oh no|uh[- ]oh|then|suddenly|actually|anyway|"
                    r"still|and yet|although|though|except|meanwhile|on the other hand|then again)\b")
-
 
 
 @dataclass(frozen=True)
@@ -146,7 +146,7 @@ def plan(req: LineRequest, feeling: FeelingModel | None, *, split: bool = True, 
     felt = [_heard_within(" ".join(g), classify(" ".join(g)), whole, rules) for g in groups]
     main = [f.intensity for f in felt if f.label == whole.label]
     if rules.aside > 0 and main and whole.label != "neutral":
-        # a feeling in passing peaks below the line's own: "You got the part? That's amazing!" is
+        # a feeling in passing peaks below the line's own: "You got the job? That's wonderful!" is
         # joy after a flash of surprise. A beat opened by a turn word is the line changing ("...
         # Wait, why is your arm bent like that? Call an ambulance!"): it and what follows show in full.
         turns = [any(turns[: k + 1]) for k in range(len(turns))]
