@@ -18,6 +18,8 @@ def test_config_toml_states_every_default():
     ("[model\n", "config.toml"),
     ("[animation]\nlead_ms = -1\n", "animation.lead_ms: -1.0 must be at least 0 and under one frame"),
     ("[animation]\nlead_ms = 20\n", "animation.lead_ms: 20.0 must be at least 0 and under one frame"),
+    ("[feeling]\nblend = 1.5\n", "feeling.blend: 1.5 must be from 0 to 1"),
+    ("[feeling]\naside = -0.2\n", "feeling.aside: -0.2 must be from 0 to 1"),
 ])
 def test_bad_config_names_the_key(tmp_path, text, message):
     p = tmp_path / "config.toml"
