@@ -253,11 +253,11 @@ def load(path: str | Path | None = None) -> Config:
     if not 0 <= a.lead_ms < frame_ms:  # a frame is made within the period before its deadline
         raise ConfigError(f"animation.lead_ms: {a.lead_ms} must be at least 0 and under one frame "
                           f"({frame_ms:.1f} ms at {a.fps:g} fps)")
-    f = cfg.feeling
-    if not 0 <= f.blend <= 1:  # a share of the whole line's reading (beats.Rules)
-        raise ConfigError(f"feeling.blend: {f.blend} must be from 0 to 1")
-    if not 0 <= f.aside <= 1:  # intensity is 0..1
-        raise ConfigError(f"feeling.aside: {f.aside} must be from 0 to 1")
+    feel = cfg.feeling
+    if not 0 <= feel.blend <= 1:  # a share of the whole line's reading (beats.Rules)
+        raise ConfigError(f"feeling.blend: {feel.blend} must be from 0 to 1")
+    if not 0 <= feel.aside <= 1:  # intensity is 0..1
+        raise ConfigError(f"feeling.aside: {feel.aside} must be from 0 to 1")
     if data.get("presets") is not None:  # user presets extend the defaults
         cfg.presets = {**Config().presets, **cfg.presets}
     if data.get("aliases") is not None:

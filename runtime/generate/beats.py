@@ -119,7 +119,7 @@ def plan(req: LineRequest, feeling: FeelingModel | None, *, split: bool = True, 
         return read[text]
 
     groups: list[list[str]] = []
-    turns: list[bool] = []  # the beat opens with a turn word (or a stage direction's connective)
+    turned: list[bool] = []  # a turn word opened this beat or one before it: the line has changed
     label = ""
     change = rules.change
     if anchor is not None:
@@ -131,13 +131,13 @@ def plan(req: LineRequest, feeling: FeelingModel | None, *, split: bool = True, 
         new = got.label != label and (after_connective or got.probs[got.label] >= change)
         if not groups or new:
             groups.append([text])
-            turns.append(after_connective)
+            turned.append(after_connective or bool(turned and turned[-1]))
             label = got.label
         else:
             groups[-1].append(text)
     if len(groups) > most:
         groups = groups[: most - 1] + [[t for g in groups[most - 1:] for t in g]]
-        turns = turns[:most]
+        turned = turned[:most]
     if len(groups) == 1:
         return [_sub(req, req.text, classify(req.text))]
     if told:  # a stage direction names each feeling in its order ("She gasps at the gift, then bursts
@@ -149,10 +149,9 @@ def plan(req: LineRequest, feeling: FeelingModel | None, *, split: bool = True, 
         # a feeling in passing peaks below the line's own: "You got the job? That's wonderful!" is
         # joy after a flash of surprise. A beat opened by a turn word is the line changing ("...
         # Wait, why is your arm bent like that? Call an ambulance!"): it and what follows show in full.
-        turns = [any(turns[: k + 1]) for k in range(len(turns))]
         top = max(main) - rules.aside
         felt = [f if f.label in (whole.label, "neutral") or turn
-                else replace(f, intensity=max(0.1, min(f.intensity, top))) for f, turn in zip(felt, turns)]
+                else replace(f, intensity=max(0.1, min(f.intensity, top))) for f, turn in zip(felt, turned)]
     return [_sub(req, " ".join(g), f) for g, f in zip(groups, felt)]
 
 
