@@ -11,6 +11,7 @@ to the beats can be screened here before an end-to-end run.
     .venv/bin/python tools/sim_beats.py --meld ../shared/data/emotion/meld/dev_sent_emo.csv
     .venv/bin/python tools/sim_beats.py --prompts ../shared/eval/prompts_dialogue_dev.jsonl
     .venv/bin/python tools/sim_beats.py --prompts tools/data/own_turns.jsonl --anchor 0.6   # stop 26
+    .venv/bin/python tools/sim_beats.py --prompts tools/data/own_turns.jsonl --blend 0      # stop 27
 
 ``--anchor A``: an experiment (``beats.plan(anchor=A)``, off in the runtime): a sentence without a
 turn word starts a new beat only while the whole line's own reading is below A (a line read surely
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--anchor", type=float, nargs="*", default=None,
                     help="also score the --anchor experiment at these values")
     ap.add_argument("--blend", type=float, nargs="*", default=None,
-                    help="also score the --blend experiment at these values")
+                    help="also score with these feeling.blend values (0: each beat read alone, as until stop 27)")
     ap.add_argument("--config", default=str(Path(__file__).resolve().parent.parent / "config.toml"))
     args = ap.parse_args(argv)
     lines = (meld_prompts(args.meld, False, 1) if args.meld
