@@ -121,4 +121,4 @@ def frame_clock(cfg: Config, tick: Callable[[int, float], bool | None], fanouts:
             f.flush()
 
     return FrameClock(a.fps, tick, spin_s=a.spin_ms / 1000.0, emit=emit if a.lead_ms > 0 else None,
-                      lead_s=a.lead_ms / 1000.0)
+                      lead_s=a.lead_ms / 1000.0, realtime=a.realtime)

@@ -214,7 +214,7 @@ def cmd_say(args: argparse.Namespace) -> int:
         **({"first_keyframe_after_sentence_ms": round((line.first_key_at - line.first_text_at) * 1000, 1)
             if line.first_key_at and line.first_text_at else None} if args.stdin else {}),
         "generation_s": round(line.gen_seconds, 3), "frames": s["frames"], "missed": s["missed"],
-        "late_ms_p99": round(s["late_ms_p99"], 3), "sinks": [x.label for x in sinks],
+        "late_ms_p99": round(s["late_ms_p99"], 3), "clock": clock.scheduling, "sinks": [x.label for x in sinks],
         "error": line.error or None}), file=sys.stderr)
     return 0
 

@@ -64,13 +64,15 @@ class FrameClock:
 
     def __init__(self, fps: float, tick: Callable[[int, float], bool | None], *,
                  spin_s: float = 0.0015, emit: Callable[[], None] | None = None, lead_s: float = 0.004,
-                 name: str = "frame-clock", keep_stats: int = 100_000):
+                 name: str = "frame-clock", keep_stats: int = 100_000, realtime: int = 0):
         self.fps = float(fps)
         self.period = 1.0 / self.fps
         self.tick = tick
         self.spin_s = spin_s
         self.emit = emit
         self.lead_s = min(max(lead_s, 0.0), self.period) if emit is not None else 0.0
+        self.realtime = realtime  # SCHED_FIFO priority asked for the clock thread (0: normal scheduling)
+        self.scheduling = "normal"  # what the thread got: "fifo N", "nice -10" or "normal"
         self.stats = ClockStats()
         self._keep = keep_stats
         self._stop = threading.Event()
@@ -79,7 +81,9 @@ class FrameClock:
 
     def start(self) -> FrameClock:
         freeze_collector()
-        self.start_time = time.perf_counter()
+        # frame 0 is due one period from now, made at once (see _run), so it leaves on time too:
+        # made at its deadline, its first-call costs put it 6-14 ms late at the wire
+        self.start_time = time.perf_counter() + self.period
         self._thread.start()
         return self
 
@@ -96,12 +100,26 @@ class FrameClock:
         return self._thread.is_alive()
 
     def _boost(self) -> None:
-        """Ask the OS to run this thread before the model's (lower nice value); allowed as root or
-        with CAP_SYS_NICE, skipped quietly otherwise."""
+        """Ask the OS to run this thread the moment it wakes. Real-time scheduling (SCHED_FIFO at
+        ``realtime``) preempts every normal thread and process, the model's and other programs'
+        included: on a busy 2-core box a nice value alone left the clock waking up to 5-8 ms late
+        (p99 5.2 ms at the wire against 0.06 with FIFO, docs/BENCHMARKS.md, issue 18). The thread
+        sleeps most of each period and spins at most ``spin_s``, and the kernel keeps 5% of each
+        second for normal threads whatever a real-time one does. Needs root, CAP_SYS_NICE or an
+        rtprio limit; else a lower nice value (root or CAP_SYS_NICE); else normal, said once."""
         if sys.getswitchinterval() > SWITCH_INTERVAL:
             sys.setswitchinterval(SWITCH_INTERVAL)
+        tid = threading.get_native_id()
+        if self.realtime > 0:
+            try:
+                os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(self.realtime))
+                self.scheduling = f"fifo {self.realtime}"
+                return
+            except (OSError, AttributeError) as e:
+                log.info("frame clock: no real-time scheduling (%s); pacing may suffer on a busy machine", e)
         try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), -10)
+            os.setpriority(os.PRIO_PROCESS, tid, -10)
+            self.scheduling = "nice -10"
         except (OSError, AttributeError) as e:
             log.debug("frame clock keeps normal priority: %s", e)
 
@@ -112,7 +130,9 @@ class FrameClock:
         while not self._stop.is_set():
             deadline = self.start_time + n * self.period
             if self.emit is not None:  # make the frame ahead; it leaves at the deadline below
-                wait = deadline - self.lead_s - time.perf_counter()
+                # frame 0 is made as soon as the clock starts, a period ahead: its first-call
+                # costs (8 avatars: 9 ms) exceed any lead
+                wait = deadline - (self.period if n == 0 else self.lead_s) - time.perf_counter()
                 if wait > 0:
                     time.sleep(wait)
                 go_on = self._tick(n)

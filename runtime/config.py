@@ -63,6 +63,7 @@ class AnimationConfig:
     interpolator: str = "spline"  # "spline" or "learned"
     spin_ms: float = 1.5  # the clock spins this long before each deadline for even pacing
     lead_ms: float = 4.0  # frames are made this long before their deadline and sent on it (0 = at it)
+    realtime: int = 10  # SCHED_FIFO priority of the clock thread where allowed (0 = normal scheduling)
 
 
 @dataclass
@@ -253,6 +254,8 @@ def load(path: str | Path | None = None) -> Config:
     if not 0 <= a.lead_ms < frame_ms:  # a frame is made within the period before its deadline
         raise ConfigError(f"animation.lead_ms: {a.lead_ms} must be at least 0 and under one frame "
                           f"({frame_ms:.1f} ms at {a.fps:g} fps)")
+    if not 0 <= a.realtime <= 99:  # Linux's SCHED_FIFO priorities
+        raise ConfigError(f"animation.realtime: {a.realtime} must be from 0 to 99 (0: off)")
     feel = cfg.feeling
     if not 0 <= feel.blend <= 1:  # a share of the whole line's reading (beats.Rules)
         raise ConfigError(f"feeling.blend: {feel.blend} must be from 0 to 1")

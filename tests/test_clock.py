@@ -106,3 +106,37 @@ def test_what_exists_when_a_clock_starts_is_never_walked_by_the_collector_again(
     assert not any(o is held[0] for o in gc.get_objects())  # a collection no longer walks it
     later = [-1]
     assert any(o is later for o in gc.get_objects())  # what is made afterwards is collected as ever
+
+
+def test_the_clock_thread_runs_real_time_where_the_os_allows_it_and_normal_otherwise():
+    import os
+
+    import pytest
+
+    policies = {}
+
+    def tick(n, t):
+        policies[n] = os.sched_getscheduler(0)  # the calling thread's own policy
+        return n < 2
+
+    rt = FrameClock(60.0, tick, realtime=5).start()
+    rt.join(5)
+    if not rt.scheduling.startswith("fifo"):
+        pytest.skip(f"this machine refuses real-time scheduling (the clock fell back to {rt.scheduling})")
+    assert rt.scheduling == "fifo 5" and set(policies.values()) == {os.SCHED_FIFO}
+    policies.clear()
+    plain = FrameClock(60.0, tick, realtime=0).start()  # 0: off, whatever is allowed
+    plain.join(5)
+    assert plain.scheduling != "fifo 0" and os.SCHED_FIFO not in policies.values()
+
+
+def test_frame_zero_is_made_ahead_too():
+    made, sent = [], []
+    t0 = time.perf_counter()
+    clock = FrameClock(60.0, lambda n, t: (made.append(time.perf_counter()), n < 3)[1],
+                       emit=lambda: sent.append(time.perf_counter()), lead_s=0.004)
+    clock.start()
+    clock.join(5)
+    # frame 0 is due one period after start, so its making (first-call costs and all) has its lead
+    assert clock.start_time >= t0 + 1 / 60 - 1e-3
+    assert made[0] <= clock.start_time <= sent[0] + 1e-6

@@ -18,6 +18,7 @@ def test_config_toml_states_every_default():
     ("[model\n", "config.toml"),
     ("[animation]\nlead_ms = -1\n", "animation.lead_ms: -1.0 must be at least 0 and under one frame"),
     ("[animation]\nlead_ms = 20\n", "animation.lead_ms: 20.0 must be at least 0 and under one frame"),
+    ("[animation]\nrealtime = 100\n", "animation.realtime: 100 must be from 0 to 99"),
     ("[feeling]\nblend = 1.5\n", "feeling.blend: 1.5 must be from 0 to 1"),
     ("[feeling]\naside = -0.2\n", "feeling.aside: -0.2 must be from 0 to 1"),
 ])

@@ -167,7 +167,7 @@ def run_avatars(n: int, fps: float, rounds: int, lead_ms: float | None = None,
 
     steal0 = _steal()
     clock = FrameClock(fps, tick, spin_s=cfg.animation.spin_ms / 1000, emit=emit if lead > 0 else None,
-                       lead_s=lead / 1000).start()
+                       lead_s=lead / 1000, realtime=cfg.animation.realtime).start()
     collections = _CollectorPauses()  # every collection while the clock runs stops it too
     firsts = []
     for r in range(rounds):
