@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import inspect
 import json
 import random
 import shutil
@@ -139,11 +140,14 @@ def main(argv: list[str] | None = None) -> int:
             self.frozen = frozen
             self.drop = torch.nn.Dropout(0.1)
             self.head = torch.nn.Linear(self.bert.config.hidden_size, len(LABELS))
+            self._mask_args = inspect.signature(self.bert._create_attention_masks).parameters
 
         def _mask(self, mask, h):
+            # transformers' own mask builder (private: transformers 5.x added position_ids to it)
+            extra = {"position_ids": None} if "position_ids" in self._mask_args else {}
             return self.bert._create_attention_masks(attention_mask=mask, encoder_attention_mask=None,
                                                      embedding_output=h, encoder_hidden_states=None,
-                                                     cache=None)[0]
+                                                     cache=None, **extra)[0]
 
         def lower(self, input_ids, attention_mask, token_type_ids):
             h = self.bert.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
