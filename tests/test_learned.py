@@ -512,3 +512,104 @@ def test_rotations_can_fall_back_to_the_spline_as_played(tmp_path):
     with pytest.raises(SystemExit):
         T.main(["--recordings", str(rec), "--out", str(out), "--play-spline-channels", "HeadYaw"]
                + TINY)
+
+
+ISSUE19_OPTIONS = [dict(catmull=True), dict(relative=True), dict(shared_warp=True),
+                   dict(catmull=True, relative=True, shared_warp=True)]
+
+
+def _keyed_features(n: int = 7, lo: float = 0.3, hi: float = 0.7):
+    """Features of n - 1 segments of random keys (values inside the range), and the keys."""
+    from runtime.animate.spline import tangents
+
+    rng = np.random.default_rng(8)
+    kt = np.r_[0.0, np.cumsum(rng.uniform(0.2, 0.9, n - 1))]
+    kv = np.zeros((n, channels.COUNT))
+    kv[:, :channels.SHAPES] = rng.uniform(lo, hi, (n, channels.SHAPES))
+    m = tangents(kt, kv)
+    j = np.arange(n - 1)
+    jp, jn = np.maximum(j - 1, 0), np.minimum(j + 2, n - 1)
+    f = L.features(kt[1:] - kt[:-1], kv[:-1], kv[1:], m[:-1], m[1:], kt[j] - kt[jp], kv[jp], j > 0,
+                   kt[jn] - kt[j + 1], kv[jn], j + 2 < n)
+    return f, kt, kv
+
+
+def test_catmull_rom_from_the_features_is_the_eval_curve():
+    """--catmull leans toward the Catmull-Rom curve drawn from the features alone (so the runtime
+    needs nothing new); it is tools/eval_interpolator.py's curve, one-sided at a run's ends."""
+    torch = pytest.importorskip("torch")
+    sys.path.insert(0, str(ROOT / "tools"))
+    import eval_interpolator as ev
+    import train_interpolator as T
+
+    f, kt, kv = _keyed_features()
+    s = torch.linspace(0, 1, 11)
+    n = len(kt) - 1
+    got = T.catmull_rom(torch.from_numpy(f), s[None, :, None].expand(n, -1, -1)).numpy()
+    q = kt[:-1, None] + s.numpy()[None] * np.diff(kt)[:, None]
+    want = ev.catmull_rom(kt, kv, q.ravel()).reshape(n, len(s), -1)[..., L.SHAPED]
+    shapes = slice(0, channels.SHAPES)
+    np.testing.assert_allclose(got[..., shapes], want[..., shapes], atol=1e-6)
+    # and it is not the monotone cubic (else the lean would add nothing)
+    cubic = T.spline(torch.from_numpy(f), s[None, :, None].expand(n, -1, -1)).numpy()
+    assert np.abs(got - cubic).max() > 1e-2
+
+
+@pytest.mark.parametrize("options", ISSUE19_OPTIONS)
+def test_issue19_options_export_and_stay_in_range(tmp_path, options):
+    """The leans toward Catmull-Rom, the relative inputs and the shared warp: the ONNX graph is
+    the torch one, every output in range and through both keys, even with a wild head."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    import onnxruntime as ort
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    import train_interpolator as T
+
+    torch.manual_seed(7)
+    nets = [T.Net(hidden=16, basis=0, context=4, mix=True, warp=8, hold=(1.0, 2.0), ease=8,
+                  **options) for _ in range(2)]
+    with torch.no_grad():
+        for n in nets:
+            for p in n.parameters():
+                p.add_(torch.randn_like(p))
+            n.play = (0.0, 1.0)
+    ens = T.Ensemble(nets).eval()
+    path = tmp_path / "m.onnx"
+    T.export(ens, path)
+    f = torch.randn(6, L.FEATURES) * 5
+    f[:, :2 * L.C] = torch.rand(6, 2 * L.C)
+    k = L.BLOCKS * L.C
+    f[:, k] = torch.log(torch.tensor([0.05, 0.2, 0.5, 0.8, 1.5, 3.0]))
+    f[:, k + 1:k + 3] = torch.tensor([[0.0, 1.0], [1.0, 0.0], [1.0, 1.0]]).repeat(2, 1)
+    f[:, k + 3:k + 5] = f[:, k + 3:k + 5].clamp(-4, 4)  # as the features clip them
+    p = torch.linspace(0, 1, 23)
+    with torch.no_grad():
+        want = ens(f, p)
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        None, {"features": f.numpy(), "phase": p.numpy()})[0]
+    np.testing.assert_allclose(got, want.numpy(), atol=1e-5)
+    assert got.min() >= 0.0 and got.max() <= 1.0
+    np.testing.assert_allclose(got[:, 0], f[:, :L.C].numpy(), atol=1e-4)
+    np.testing.assert_allclose(got[:, -1], f[:, L.C:2 * L.C].numpy(), atol=1e-4)
+
+
+def test_shared_warp_starts_as_nothing_and_then_moves_every_channel():
+    """--shared-warp: freshly made it changes nothing (same seed, same output as without it);
+    once trained, one segment-wide term moves the warp of every channel."""
+    torch = pytest.importorskip("torch")
+    sys.path.insert(0, str(ROOT / "tools"))
+    import train_interpolator as T
+
+    kw = dict(hidden=16, basis=0, context=4, mix=True, warp=8)
+    torch.manual_seed(9)
+    plain = T.Net(**kw)
+    torch.manual_seed(9)
+    shared = T.Net(shared_warp=True, **kw)
+    f = torch.from_numpy(_keyed_features()[0])
+    with torch.no_grad():
+        torch.testing.assert_close(shared.coeffs(f), plain.coeffs(f))
+        shared.shared.bias.copy_(torch.linspace(2, -2, 8))
+        moved = shared.coeffs(f) - plain.coeffs(f)  # [B, K, C]: only the warp logits move
+    assert moved[:, 0].abs().max() == 0  # the lean is untouched
+    torch.testing.assert_close(moved[:, 1:], torch.linspace(2, -2, 8)[None, :, None].expand_as(moved[:, 1:]))
