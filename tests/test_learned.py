@@ -613,3 +613,60 @@ def test_shared_warp_starts_as_nothing_and_then_moves_every_channel():
         moved = shared.coeffs(f) - plain.coeffs(f)  # [B, K, C]: only the warp logits move
     assert moved[:, 0].abs().max() == 0  # the lean is untouched
     torch.testing.assert_close(moved[:, 1:], torch.linspace(2, -2, 8)[None, :, None].expand_as(moved[:, 1:]))
+
+
+def test_play_target_eased_reads_the_line_at_the_ease_at_every_length():
+    """--play-target eased: as played, what the learned deviation shrinks toward is the line read
+    at the long segments' learned ease at every length (with "line", a 1 s segment plays the
+    plain line; the ease only ramps in from 1 s to 2 s)."""
+    torch = pytest.importorskip("torch")
+    sys.path.insert(0, str(ROOT / "tools"))
+    import train_interpolator as T
+
+    torch.manual_seed(6)
+    net = T.Net(hidden=16, basis=0, context=4, mix=True, warp=8, hold=(1.0, 2.0), ease=8)
+    with torch.no_grad():
+        net.head.weight.normal_(0, 2.0)
+        net.ease.copy_(torch.tensor([3.0, 2.0, 1.0, 0.0, 0.0, -1.0, -1.0, -2.0]))
+    net.play = (0.0, 1.0)
+    f = torch.rand(2, L.FEATURES)
+    f[:, L.BLOCKS * L.C] = torch.log(torch.tensor([1.0, 0.5]))
+    p = torch.linspace(0, 1, 21)
+    w = torch.softmax(net.ease, 0)
+    eased = (p[:, None] * 8 - torch.arange(8.0)).clamp(0, 1) @ w
+    y0, y1 = f[:, None, :L.C], f[:, None, L.C:2 * L.C]
+    with torch.no_grad():
+        line = net(f, p)
+        net.play_target = "eased"
+        out = net(f, p)
+        free = net.shape(f, p[None].expand(2, -1))
+    plain = (y0 + p[None, :, None] * (y1 - y0)).clamp(0, 1)
+    at_ease = (y0 + eased[None, :, None] * (y1 - y0)).clamp(0, 1)
+    torch.testing.assert_close(line[0], plain[0], atol=1e-6, rtol=0)  # 1 s: the plain line
+    torch.testing.assert_close(out[0], at_ease[0], atol=1e-6, rtol=0)  # 1 s: the eased line
+    # 0.5 s: half the net's deviation, from the eased line
+    torch.testing.assert_close(out[1], at_ease[1] + 0.5 * (free[1] - at_ease[1]), atol=1e-6, rtol=0)
+    assert (out[0] - line[0]).abs().max() > 1e-2
+
+
+def test_keyings_eval_trains_on_the_benchmark_rules_only():
+    """--keyings eval: every segment comes from RDP at 2 keys/s or uniform keys every 0.5 s
+    (three draws of each, as captured and mirrored), none from the other rates or random gaps."""
+    pytest.importorskip("torch")
+    sys.path.insert(0, str(ROOT / "tools"))
+    import eval_interpolator as ev
+    import train_interpolator as T
+
+    t = np.arange(0, 601) / 30.0
+    walk = np.cumsum(np.random.default_rng(4).normal(0, 0.03, (len(t), channels.COUNT)), axis=0)
+    run = ev.Run("x", t, np.clip(0.5 + walk, 0.0, 1.0))
+    data = T.build([run], np.random.default_rng(0), keyings="eval")
+    h = np.exp(np.concatenate(data.feats)[:, L.BLOCKS * L.C])
+    sal = [len(ev.salient_keys(t, v, 2.0)) - 1 for v in (run.values, run.values[:, channels.MIRROR])]
+    uniform = data.count - 3 * sum(sal)
+    assert 2 * 3 * 38 <= uniform <= 2 * 3 * 41  # 20 s every 0.5 s from a random start
+    assert np.isclose(h, 0.5, atol=0.02).sum() >= 2 * 3 * 37
+    full = T.build([run], np.random.default_rng(0))
+    h_full = np.exp(np.concatenate(full.feats)[:, L.BLOCKS * L.C])
+    assert full.count > data.count  # the default draws more rules, and fewer of them 0.5 s apart
+    assert np.isclose(h_full, 0.5, atol=0.02).mean() < np.isclose(h, 0.5, atol=0.02).mean() - 0.1
