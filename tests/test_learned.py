@@ -515,6 +515,7 @@ def test_rotations_can_fall_back_to_the_spline_as_played(tmp_path):
 
 
 ISSUE19_OPTIONS = [dict(catmull=True), dict(relative=True), dict(shared_warp=True),
+                   dict(scale_free=True), dict(levels=False), dict(scale_free=True, levels=False),
                    dict(catmull=True, relative=True, shared_warp=True)]
 
 
@@ -670,3 +671,21 @@ def test_keyings_eval_trains_on_the_benchmark_rules_only():
     h_full = np.exp(np.concatenate(full.feats)[:, L.BLOCKS * L.C])
     assert full.count > data.count  # the default draws more rules, and fewer of them 0.5 s apart
     assert np.isclose(h_full, 0.5, atol=0.02).mean() < np.isclose(h, 0.5, atol=0.02).mean() - 0.1
+
+
+def test_no_levels_sees_how_keys_move_not_where_they_sit():
+    """--no-levels: moving both keys of every channel by the same amount (another export's rest)
+    changes nothing the net decides; with levels (the default) it does."""
+    torch = pytest.importorskip("torch")
+    sys.path.insert(0, str(ROOT / "tools"))
+    import train_interpolator as T
+
+    f = torch.from_numpy(_keyed_features()[0])
+    up = f.clone()
+    up[:, :2 * L.C] += 0.1  # both keys up by 0.1, the moves and tangents alike
+    for levels, same in ((False, True), (True, False)):
+        torch.manual_seed(2)
+        net = T.Net(hidden=16, basis=0, context=4, mix=True, warp=8, levels=levels, scale_free=True)
+        with torch.no_grad():
+            a, b = net.coeffs(f), net.coeffs(up)
+        assert torch.allclose(a, b, atol=1e-6) == same

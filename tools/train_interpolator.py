@@ -104,7 +104,8 @@ class Net(nn.Module):
     def __init__(self, hidden: int = 64, basis: int = 6, embed: int = 4, context: int = 0,
                  spline_channels: tuple[str, ...] = (), hold: tuple[float, float] = (0.0, 0.0),
                  mix: bool = False, motion: float = 0.0, warp: int = 0, ease: int = 0,
-                 catmull: bool = False, relative: bool = False, shared_warp: bool = False) -> None:
+                 catmull: bool = False, relative: bool = False, shared_warp: bool = False,
+                 scale_free: bool = False, levels: bool = True) -> None:
         super().__init__()
         # > 0: long segments fade not to the straight line but to the line read at one learned
         # monotone warp of the phase (softmax weights of this many bins, shared by every channel
@@ -141,7 +142,19 @@ class Net(nn.Module):
         # the corners of the whole face's curve, so a channel that made the corner moves like its
         # keys, a small one in a big move may not. From the features alone: the runtime is unchanged
         self.relative = relative
-        n_in = L.BLOCKS + L.SCALARS + 3 + embed + context + (5 if relative else 0)
+        # issue 19, toward inputs that carry from one face to another: scale_free adds each
+        # channel's moves (this segment, the two beside it, both tangents) divided by the largest
+        # of them, so the shape of the motion shows apart from its size; levels=False hides where
+        # the keys sit in the range (a raw export rests above a calibrated one) from the MLP and
+        # the face summary (the curves still use them)
+        self.scale_free = scale_free
+        self.levels = levels
+        mask = torch.ones(L.FEATURES)
+        if not levels:
+            mask[:2 * C] = 0.0
+        self.register_buffer("level_mask", mask, persistent=False)  # nets saved before load
+        n_in = (L.BLOCKS + L.SCALARS + 3 + embed + context + (5 if relative else 0)
+                + (5 if scale_free else 0))
         self.body = nn.Sequential(nn.Linear(n_in, hidden), nn.SiLU(), nn.Linear(hidden, hidden),
                                   nn.SiLU())
         self.head = nn.Linear(hidden, basis + int(mix) + int(self.catmull) + warp)
@@ -172,21 +185,30 @@ class Net(nn.Module):
         face = torch.stack(  # how much the whole face moves
             [(per[:, :, 1] - per[:, :, 0]).abs().mean(1), per[:, :, 4].abs().mean(1),
              per[:, :, 5].abs().mean(1)], dim=1)
-        parts = [scal, face] + ([torch.tanh(self.context(f))] if self.context is not None else [])
+        fc = f if self.levels else f * self.level_mask  # (no extra node in the default graph)
+        parts = [scal, face] + ([torch.tanh(self.context(fc))] if self.context is not None else [])
         extra = []
+        if self.scale_free:
+            moves = torch.stack([per[:, :, 1] - per[:, :, 0], per[:, :, 2], per[:, :, 3],
+                                 per[:, :, 4], per[:, :, 5]], dim=2)  # [B, C, 5]
+            extra.append(moves / (moves.abs().amax(2, keepdim=True) + 0.02))
         if self.relative:
             moves = torch.stack([per[:, :, 1] - per[:, :, 0], per[:, :, 4], per[:, :, 5]], dim=2)
             norm = moves.square().sum(1, keepdim=True).add(1e-6).sqrt()  # [B, 1, 3]
             unit = moves / norm
-            extra = [unit]
+            extra.append(unit)
             parts += [(unit[:, :, 0] * unit[:, :, 1]).sum(1, keepdim=True),
                       (unit[:, :, 0] * unit[:, :, 2]).sum(1, keepdim=True)]
+        if not self.levels:  # the move instead of the two levels, and a zero: same input count
+            per = torch.cat([per[:, :, 1:2] - per[:, :, 0:1], torch.zeros_like(per[:, :, :1]),
+                             per[:, :, 2:]], dim=2)
         glob = torch.cat(parts, dim=1)[:, None, :].expand(b, C, -1)
         x = torch.cat([per, glob, self.embed[None].expand(b, -1, -1)] + extra, dim=2)
         hid = self.body(x)
         out = self.head(hid).transpose(1, 2)  # [B, K, C]
         if self.shared is not None:
-            wgt = (per[:, :, 1] - per[:, :, 0]).abs() + per[:, :, 4].abs() + per[:, :, 5].abs()
+            d = f[:, C:2 * C] - f[:, 0:C]
+            wgt = d.abs() + f[:, 4 * C:5 * C].abs() + f[:, 5 * C:6 * C].abs()
             wgt = wgt / wgt.sum(1, keepdim=True).add(1e-6)  # [B, C]
             shared = self.shared((wgt[:, :, None] * hid).sum(1))  # [B, W]
             k = self.basis + int(self.mix) + int(self.catmull)
@@ -515,7 +537,8 @@ def train(data: Segments, steps: int, batch: int, lr: float, hidden: int, basis:
           seed: int, mix: bool = False, motion: float = 0.0,
           warp: int = 0, ease: int = 0, embed: int = 4,
           catmull: bool = False, relative: bool = False,
-          shared_warp: bool = False) -> tuple[Net, list[float]]:
+          shared_warp: bool = False, scale_free: bool = False,
+          levels: bool = True) -> tuple[Net, list[float]]:
     torch.manual_seed(seed)
     feats, seg, phase, target = data.tensors()
     # frames are stored segment by segment: a step takes whole segments, so the network runs once
@@ -523,7 +546,7 @@ def train(data: Segments, steps: int, batch: int, lr: float, hidden: int, basis:
     start = torch.searchsorted(seg, torch.arange(len(feats) + 1))
     net = Net(hidden, basis, embed=embed, context=context, spline_channels=spline_channels,
               hold=hold, mix=mix, motion=motion, warp=warp, ease=ease, catmull=catmull,
-              relative=relative, shared_warp=shared_warp)
+              relative=relative, shared_warp=shared_warp, scale_free=scale_free, levels=levels)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps,
                                                 # >= 2 warm-up steps: OneCycleLR divides by their count
@@ -607,6 +630,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shared-warp", action=argparse.BooleanOptionalAction, default=False,
                     help="with --warp: add one segment-wide warp, pooled from every channel's "
                          "hidden state by how much it moves, to each channel's own (issue 19)")
+    ap.add_argument("--scale-free", action=argparse.BooleanOptionalAction, default=False,
+                    help="also feed each channel its moves divided by the largest of them (the "
+                         "shape of the motion apart from its size; issue 19)")
+    ap.add_argument("--levels", action=argparse.BooleanOptionalAction, default=True,
+                    help="--no-levels: the MLP never sees where the keys sit in the range, only "
+                         "how they move (exports rest at different values; issue 19)")
     ap.add_argument("--motion", type=float, default=0.0,
                     help="residual scaled down where the keys show less motion than this (0: off)")
     ap.add_argument("--augment", type=int, default=2,
@@ -711,7 +740,8 @@ def main(argv: list[str] | None = None) -> int:
         for sd in state["nets"]:
             m = Net(a.hidden, a.basis, embed=a.embed, context=a.context, hold=tuple(a.hold),
                     mix=a.mix, motion=a.motion, warp=a.warp, ease=a.ease, catmull=a.catmull,
-                    relative=a.relative, shared_warp=a.shared_warp)
+                    relative=a.relative, shared_warp=a.shared_warp,
+                    scale_free=a.scale_free, levels=a.levels)
             keep = m.keep.clone()
             m.load_state_dict(sd)
             m.keep.copy_(keep)  # these options' channels left to the spline, not the saved ones
@@ -723,7 +753,7 @@ def main(argv: list[str] | None = None) -> int:
             m, curve = train(data, a.steps, a.batch, a.lr, a.hidden, a.basis, a.context,
                              tuple(a.spline_channels), tuple(a.hold), a.huber, a.seed + k, a.mix,
                              a.motion, a.warp, a.ease, a.embed, a.catmull,
-                             a.relative, a.shared_warp)
+                             a.relative, a.shared_warp, a.scale_free, a.levels)
             nets.append(m)
         if a.save_nets:
             torch.save({"nets": [m.state_dict() for m in nets], "curve": curve,
