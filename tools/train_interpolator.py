@@ -19,6 +19,11 @@ line). Two seeds are trained and averaged (--members), and as exported the learn
 that line shrinks with the segment's length (full at 0 s, none at 2 s: --play-fade), because on
 takes it never saw the full-size deviation was too sure of itself. Optional (off by default): a
 sine-basis residual (--basis); the shrink toward the monotone cubic instead (--play-target spline).
+Tried for issue 19 and kept as options, none of them better with a person left out
+(docs/BENCHMARKS.md, "Second pass"): a lean toward Catmull-Rom (--catmull), each channel's share of
+the face's move (--relative), one warp shared by all channels (--shared-warp), moves divided by the
+largest (--scale-free), no key levels in the MLP (--no-levels), only the benchmark's key rules
+(--keyings eval), the shrink toward the eased line at every length (--play-target eased).
 
 Leave one take out: ``--loo DIR`` trains one model per take on the others and scores each take
 with the model that never saw it (the pooled table the model card quotes); ``--loo-card
