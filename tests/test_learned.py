@@ -512,3 +512,180 @@ def test_rotations_can_fall_back_to_the_spline_as_played(tmp_path):
     with pytest.raises(SystemExit):
         T.main(["--recordings", str(rec), "--out", str(out), "--play-spline-channels", "HeadYaw"]
                + TINY)
+
+
+ISSUE19_OPTIONS = [dict(catmull=True), dict(relative=True), dict(shared_warp=True),
+                   dict(scale_free=True), dict(levels=False), dict(scale_free=True, levels=False),
+                   dict(catmull=True, relative=True, shared_warp=True)]
+
+
+def _keyed_features(n: int = 7, lo: float = 0.3, hi: float = 0.7):
+    """Features of n - 1 segments of random keys (values inside the range), and the keys."""
+    from runtime.animate.spline import tangents
+
+    rng = np.random.default_rng(8)
+    kt = np.r_[0.0, np.cumsum(rng.uniform(0.2, 0.9, n - 1))]
+    kv = np.zeros((n, channels.COUNT))
+    kv[:, :channels.SHAPES] = rng.uniform(lo, hi, (n, channels.SHAPES))
+    m = tangents(kt, kv)
+    j = np.arange(n - 1)
+    jp, jn = np.maximum(j - 1, 0), np.minimum(j + 2, n - 1)
+    f = L.features(kt[1:] - kt[:-1], kv[:-1], kv[1:], m[:-1], m[1:], kt[j] - kt[jp], kv[jp], j > 0,
+                   kt[jn] - kt[j + 1], kv[jn], j + 2 < n)
+    return f, kt, kv
+
+
+def test_catmull_rom_from_the_features_is_the_eval_curve():
+    """--catmull leans toward the Catmull-Rom curve drawn from the features alone (so the runtime
+    needs nothing new); it is tools/eval_interpolator.py's curve, one-sided at a run's ends."""
+    torch = pytest.importorskip("torch")
+    sys.path.insert(0, str(ROOT / "tools"))
+    import eval_interpolator as ev
+    import train_interpolator as T
+
+    f, kt, kv = _keyed_features()
+    s = torch.linspace(0, 1, 11)
+    n = len(kt) - 1
+    got = T.catmull_rom(torch.from_numpy(f), s[None, :, None].expand(n, -1, -1)).numpy()
+    q = kt[:-1, None] + s.numpy()[None] * np.diff(kt)[:, None]
+    want = ev.catmull_rom(kt, kv, q.ravel()).reshape(n, len(s), -1)[..., L.SHAPED]
+    shapes = slice(0, channels.SHAPES)
+    np.testing.assert_allclose(got[..., shapes], want[..., shapes], atol=1e-6)
+    # and it is not the monotone cubic (else the lean would add nothing)
+    cubic = T.spline(torch.from_numpy(f), s[None, :, None].expand(n, -1, -1)).numpy()
+    assert np.abs(got - cubic).max() > 1e-2
+
+
+@pytest.mark.parametrize("options", ISSUE19_OPTIONS)
+def test_issue19_options_export_and_stay_in_range(tmp_path, options):
+    """The leans toward Catmull-Rom, the relative inputs and the shared warp: the ONNX graph is
+    the torch one, every output in range and through both keys, even with a wild head."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    import onnxruntime as ort
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    import train_interpolator as T
+
+    torch.manual_seed(7)
+    nets = [T.Net(hidden=16, basis=0, context=4, mix=True, warp=8, hold=(1.0, 2.0), ease=8,
+                  **options) for _ in range(2)]
+    with torch.no_grad():
+        for n in nets:
+            for p in n.parameters():
+                p.add_(torch.randn_like(p))
+            n.play = (0.0, 1.0)
+    ens = T.Ensemble(nets).eval()
+    path = tmp_path / "m.onnx"
+    T.export(ens, path)
+    f = torch.randn(6, L.FEATURES) * 5
+    f[:, :2 * L.C] = torch.rand(6, 2 * L.C)
+    k = L.BLOCKS * L.C
+    f[:, k] = torch.log(torch.tensor([0.05, 0.2, 0.5, 0.8, 1.5, 3.0]))
+    f[:, k + 1:k + 3] = torch.tensor([[0.0, 1.0], [1.0, 0.0], [1.0, 1.0]]).repeat(2, 1)
+    f[:, k + 3:k + 5] = f[:, k + 3:k + 5].clamp(-4, 4)  # as the features clip them
+    p = torch.linspace(0, 1, 23)
+    with torch.no_grad():
+        want = ens(f, p)
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        None, {"features": f.numpy(), "phase": p.numpy()})[0]
+    np.testing.assert_allclose(got, want.numpy(), atol=1e-5)
+    assert got.min() >= 0.0 and got.max() <= 1.0
+    np.testing.assert_allclose(got[:, 0], f[:, :L.C].numpy(), atol=1e-4)
+    np.testing.assert_allclose(got[:, -1], f[:, L.C:2 * L.C].numpy(), atol=1e-4)
+
+
+def test_shared_warp_starts_as_nothing_and_then_moves_every_channel():
+    """--shared-warp: freshly made it changes nothing (same seed, same output as without it);
+    once trained, one segment-wide term moves the warp of every channel."""
+    torch = pytest.importorskip("torch")
+    sys.path.insert(0, str(ROOT / "tools"))
+    import train_interpolator as T
+
+    kw = dict(hidden=16, basis=0, context=4, mix=True, warp=8)
+    torch.manual_seed(9)
+    plain = T.Net(**kw)
+    torch.manual_seed(9)
+    shared = T.Net(shared_warp=True, **kw)
+    f = torch.from_numpy(_keyed_features()[0])
+    with torch.no_grad():
+        torch.testing.assert_close(shared.coeffs(f), plain.coeffs(f))
+        shared.shared.bias.copy_(torch.linspace(2, -2, 8))
+        moved = shared.coeffs(f) - plain.coeffs(f)  # [B, K, C]: only the warp logits move
+    assert moved[:, 0].abs().max() == 0  # the lean is untouched
+    torch.testing.assert_close(moved[:, 1:], torch.linspace(2, -2, 8)[None, :, None].expand_as(moved[:, 1:]))
+
+
+def test_play_target_eased_reads_the_line_at_the_ease_at_every_length():
+    """--play-target eased: as played, what the learned deviation shrinks toward is the line read
+    at the long segments' learned ease at every length (with "line", a 1 s segment plays the
+    plain line; the ease only ramps in from 1 s to 2 s)."""
+    torch = pytest.importorskip("torch")
+    sys.path.insert(0, str(ROOT / "tools"))
+    import train_interpolator as T
+
+    torch.manual_seed(6)
+    net = T.Net(hidden=16, basis=0, context=4, mix=True, warp=8, hold=(1.0, 2.0), ease=8)
+    with torch.no_grad():
+        net.head.weight.normal_(0, 2.0)
+        net.ease.copy_(torch.tensor([3.0, 2.0, 1.0, 0.0, 0.0, -1.0, -1.0, -2.0]))
+    net.play = (0.0, 1.0)
+    f = torch.rand(2, L.FEATURES)
+    f[:, L.BLOCKS * L.C] = torch.log(torch.tensor([1.0, 0.5]))
+    p = torch.linspace(0, 1, 21)
+    w = torch.softmax(net.ease, 0)
+    eased = (p[:, None] * 8 - torch.arange(8.0)).clamp(0, 1) @ w
+    y0, y1 = f[:, None, :L.C], f[:, None, L.C:2 * L.C]
+    with torch.no_grad():
+        line = net(f, p)
+        net.play_target = "eased"
+        out = net(f, p)
+        free = net.shape(f, p[None].expand(2, -1))
+    plain = (y0 + p[None, :, None] * (y1 - y0)).clamp(0, 1)
+    at_ease = (y0 + eased[None, :, None] * (y1 - y0)).clamp(0, 1)
+    torch.testing.assert_close(line[0], plain[0], atol=1e-6, rtol=0)  # 1 s: the plain line
+    torch.testing.assert_close(out[0], at_ease[0], atol=1e-6, rtol=0)  # 1 s: the eased line
+    # 0.5 s: half the net's deviation, from the eased line
+    torch.testing.assert_close(out[1], at_ease[1] + 0.5 * (free[1] - at_ease[1]), atol=1e-6, rtol=0)
+    assert (out[0] - line[0]).abs().max() > 1e-2
+
+
+def test_keyings_eval_trains_on_the_benchmark_rules_only():
+    """--keyings eval: every segment comes from RDP at 2 keys/s or uniform keys every 0.5 s
+    (three draws of each, as captured and mirrored), none from the other rates or random gaps."""
+    pytest.importorskip("torch")
+    sys.path.insert(0, str(ROOT / "tools"))
+    import eval_interpolator as ev
+    import train_interpolator as T
+
+    t = np.arange(0, 601) / 30.0
+    walk = np.cumsum(np.random.default_rng(4).normal(0, 0.03, (len(t), channels.COUNT)), axis=0)
+    run = ev.Run("x", t, np.clip(0.5 + walk, 0.0, 1.0))
+    data = T.build([run], np.random.default_rng(0), keyings="eval")
+    h = np.exp(np.concatenate(data.feats)[:, L.BLOCKS * L.C])
+    sal = [len(ev.salient_keys(t, v, 2.0)) - 1 for v in (run.values, run.values[:, channels.MIRROR])]
+    uniform = data.count - 3 * sum(sal)
+    assert 2 * 3 * 38 <= uniform <= 2 * 3 * 41  # 20 s every 0.5 s from a random start
+    assert np.isclose(h, 0.5, atol=0.02).sum() >= 2 * 3 * 37
+    full = T.build([run], np.random.default_rng(0))
+    h_full = np.exp(np.concatenate(full.feats)[:, L.BLOCKS * L.C])
+    assert full.count > data.count  # the default draws more rules, and fewer of them 0.5 s apart
+    assert np.isclose(h_full, 0.5, atol=0.02).mean() < np.isclose(h, 0.5, atol=0.02).mean() - 0.1
+
+
+def test_no_levels_sees_how_keys_move_not_where_they_sit():
+    """--no-levels: moving both keys of every channel by the same amount (another export's rest)
+    changes nothing the net decides; with levels (the default) it does."""
+    torch = pytest.importorskip("torch")
+    sys.path.insert(0, str(ROOT / "tools"))
+    import train_interpolator as T
+
+    f = torch.from_numpy(_keyed_features()[0])
+    up = f.clone()
+    up[:, :2 * L.C] += 0.1  # both keys up by 0.1, the moves and tangents alike
+    for levels, same in ((False, True), (True, False)):
+        torch.manual_seed(2)
+        net = T.Net(hidden=16, basis=0, context=4, mix=True, warp=8, levels=levels, scale_free=True)
+        with torch.no_grad():
+            a, b = net.coeffs(f), net.coeffs(up)
+        assert torch.allclose(a, b, atol=1e-6) == same

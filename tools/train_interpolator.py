@@ -19,6 +19,11 @@ line). Two seeds are trained and averaged (--members), and as exported the learn
 that line shrinks with the segment's length (full at 0 s, none at 2 s: --play-fade), because on
 takes it never saw the full-size deviation was too sure of itself. Optional (off by default): a
 sine-basis residual (--basis); the shrink toward the monotone cubic instead (--play-target spline).
+Tried for issue 19 and kept as options, none of them better with a person left out
+(docs/BENCHMARKS.md, "Second pass"): a lean toward Catmull-Rom (--catmull), each channel's share of
+the face's move (--relative), one warp shared by all channels (--shared-warp), moves divided by the
+largest (--scale-free), no key levels in the MLP (--no-levels), only the benchmark's key rules
+(--keyings eval), the shrink toward the eased line at every length (--play-target eased).
 
 Leave one take out: ``--loo DIR`` trains one model per take on the others and scores each take
 with the model that never saw it (the pooled table the model card quotes); ``--loo-card
@@ -103,7 +108,9 @@ class Net(nn.Module):
 
     def __init__(self, hidden: int = 64, basis: int = 6, embed: int = 4, context: int = 0,
                  spline_channels: tuple[str, ...] = (), hold: tuple[float, float] = (0.0, 0.0),
-                 mix: bool = False, motion: float = 0.0, warp: int = 0, ease: int = 0) -> None:
+                 mix: bool = False, motion: float = 0.0, warp: int = 0, ease: int = 0,
+                 catmull: bool = False, relative: bool = False, shared_warp: bool = False,
+                 scale_free: bool = False, levels: bool = True) -> None:
         super().__init__()
         # > 0: long segments fade not to the straight line but to the line read at one learned
         # monotone warp of the phase (softmax weights of this many bins, shared by every channel
@@ -120,6 +127,10 @@ class Net(nn.Module):
         self.motion = motion
         self.basis = basis
         self.mix = mix  # one more output: how far the base curve leans from the cubic to the line
+        # one more output (issue 19): how far that base then leans toward the Catmull-Rom curve of
+        # the same keys (its tangents from the neighbouring keys the stream knows, clamped to the
+        # range): the only candidate spline that can peak between two keys, as uniform keys need
+        self.catmull = catmull and mix
         self.hold = hold  # residual fades out from hold[0] to hold[1] seconds; (0, 0): never
         # as played (the exported graph only, never in training): the learned deviation from the
         # straight line shrinks linearly from full at play[0] s to none at play[1] s; (0, 0): off
@@ -131,18 +142,45 @@ class Net(nn.Module):
         self.embed = nn.Parameter(torch.zeros(C, embed))
         # a few numbers summarising the whole face's keys, so channels can move together
         self.context = nn.Linear(L.FEATURES, context) if context else None
-        n_in = L.BLOCKS + L.SCALARS + 3 + embed + context
+        # issue 19: each channel's share of the whole face's move in this segment and the two
+        # beside it, and how sharply the face turns at each key (cosines): salient keys sit on
+        # the corners of the whole face's curve, so a channel that made the corner moves like its
+        # keys, a small one in a big move may not. From the features alone: the runtime is unchanged
+        self.relative = relative
+        # issue 19, toward inputs that carry from one face to another: scale_free adds each
+        # channel's moves (this segment, the two beside it, both tangents) divided by the largest
+        # of them, so the shape of the motion shows apart from its size; levels=False hides where
+        # the keys sit in the range (a raw export rests above a calibrated one) from the MLP and
+        # the face summary (the curves still use them)
+        self.scale_free = scale_free
+        self.levels = levels
+        mask = torch.ones(L.FEATURES)
+        if not levels:
+            mask[:2 * C] = 0.0
+        self.register_buffer("level_mask", mask, persistent=False)  # nets saved before load
+        n_in = (L.BLOCKS + L.SCALARS + 3 + embed + context + (5 if relative else 0)
+                + (5 if scale_free else 0))
         self.body = nn.Sequential(nn.Linear(n_in, hidden), nn.SiLU(), nn.Linear(hidden, hidden),
                                   nn.SiLU())
-        self.head = nn.Linear(hidden, basis + int(mix) + warp)
+        self.head = nn.Linear(hidden, basis + int(mix) + int(self.catmull) + warp)
         with torch.no_grad():  # start as the plain spline
             self.head.weight.mul_(0.01)
             self.head.bias.zero_()
             if mix:
                 self.head.bias[basis] = -2.0
+            if self.catmull:
+                self.head.bias[basis + 1] = -3.0
             self.embed.normal_(0.0, 0.1)
         self.register_buffer("freq", torch.arange(1, basis + 1, dtype=torch.float32) * math.pi)
         self.register_buffer("bins", torch.arange(warp, dtype=torch.float32))
+        # issue 19: one more warp per segment, shared by every channel (their hidden states pooled,
+        # weighted by how much each moves), added to each channel's own warp logits: faces move
+        # together, so the timing evidence of all channels is pooled; starts at nothing
+        self.shared = nn.Linear(hidden, warp) if shared_warp and warp else None
+        if self.shared is not None:
+            with torch.no_grad():
+                self.shared.weight.zero_()
+                self.shared.bias.zero_()
 
     def coeffs(self, f: torch.Tensor) -> torch.Tensor:
         """f [B, F] -> sine coefficients [B, K, C]."""
@@ -152,10 +190,36 @@ class Net(nn.Module):
         face = torch.stack(  # how much the whole face moves
             [(per[:, :, 1] - per[:, :, 0]).abs().mean(1), per[:, :, 4].abs().mean(1),
              per[:, :, 5].abs().mean(1)], dim=1)
-        parts = [scal, face] + ([torch.tanh(self.context(f))] if self.context is not None else [])
+        fc = f if self.levels else f * self.level_mask  # (no extra node in the default graph)
+        parts = [scal, face] + ([torch.tanh(self.context(fc))] if self.context is not None else [])
+        extra = []
+        if self.scale_free:
+            moves = torch.stack([per[:, :, 1] - per[:, :, 0], per[:, :, 2], per[:, :, 3],
+                                 per[:, :, 4], per[:, :, 5]], dim=2)  # [B, C, 5]
+            extra.append(moves / (moves.abs().amax(2, keepdim=True) + 0.02))
+        if self.relative:
+            moves = torch.stack([per[:, :, 1] - per[:, :, 0], per[:, :, 4], per[:, :, 5]], dim=2)
+            norm = moves.square().sum(1, keepdim=True).add(1e-6).sqrt()  # [B, 1, 3]
+            unit = moves / norm
+            extra.append(unit)
+            parts += [(unit[:, :, 0] * unit[:, :, 1]).sum(1, keepdim=True),
+                      (unit[:, :, 0] * unit[:, :, 2]).sum(1, keepdim=True)]
+        if not self.levels:  # the move instead of the two levels, and a zero: same input count
+            per = torch.cat([per[:, :, 1:2] - per[:, :, 0:1], torch.zeros_like(per[:, :, :1]),
+                             per[:, :, 2:]], dim=2)
         glob = torch.cat(parts, dim=1)[:, None, :].expand(b, C, -1)
-        x = torch.cat([per, glob, self.embed[None].expand(b, -1, -1)], dim=2)
-        return self.head(self.body(x)).transpose(1, 2)
+        x = torch.cat([per, glob, self.embed[None].expand(b, -1, -1)] + extra, dim=2)
+        hid = self.body(x)
+        out = self.head(hid).transpose(1, 2)  # [B, K, C]
+        if self.shared is not None:
+            d = f[:, C:2 * C] - f[:, 0:C]
+            wgt = d.abs() + f[:, 4 * C:5 * C].abs() + f[:, 5 * C:6 * C].abs()
+            wgt = wgt / wgt.sum(1, keepdim=True).add(1e-6)  # [B, C]
+            shared = self.shared((wgt[:, :, None] * hid).sum(1))  # [B, W]
+            k = self.basis + int(self.mix) + int(self.catmull)
+            out = torch.cat([out[:, :k], out[:, k:k + self.warp] + shared[:, :, None],
+                             out[:, k + self.warp:]], dim=1)
+        return out
 
     def ease_weights(self) -> torch.Tensor | None:
         return torch.softmax(self.ease, dim=0) if self.ease is not None else None
@@ -171,6 +235,9 @@ class Net(nn.Module):
         k = self.basis
         if self.mix:  # the base curve's lean toward the straight line
             lean = torch.sigmoid(a[:, k:k + 1]) * self.keep
+            k += 1
+        if self.catmull:  # and then toward the Catmull-Rom curve
+            lean_cr = torch.sigmoid(a[:, k:k + 1]) * self.keep
             k += 1
         if self.warp:  # read the base at w(s): w(0) = 0, w(1) = 1, increasing
             p = torch.softmax(a[:, k:k + self.warp], dim=1)  # [B, W, C]
@@ -190,6 +257,8 @@ class Net(nn.Module):
         base = spline(f, u)  # the input is in range; the clamp guards rounding
         if self.mix:  # a convex blend of two curves in range stays in range
             base = base + lean * ((y0 + u * (y1 - y0)).clamp(0.0, 1.0) - base)
+        if self.catmull:  # again a convex blend of curves in range
+            base = base + lean_cr * (catmull_rom(f, u) - base)
         # r > 0 takes that fraction of the room above, r < 0 of the room below; written so that
         # float rounding cannot leave [0, 1] either (tanh may round to 1 + ulp, hence 0.9999)
         r = r * 0.9999
@@ -207,8 +276,11 @@ class Net(nn.Module):
             p = self.ease_weights() if ease is None else ease
             if p is not None and self.hold[1] > 0:
                 eased = (u[..., None] * p.shape[0] - self.ebins).clamp(0.0, 1.0) @ p
-                u = u + (1.0 - fade(f, self.hold))[:, None] * (eased - u)  # monotone, 0 -> 0, 1 -> 1
-            if play and self.play[1] > 0 and self.play_target != "line":
+                ramp = 1.0 - fade(f, self.hold)
+                if play and self.play_target == "eased":  # issue 19: the eased line at any length
+                    ramp = torch.ones_like(ramp)
+                u = u + ramp[:, None] * (eased - u)  # monotone, 0 -> 0, 1 -> 1
+            if play and self.play[1] > 0 and self.play_target not in ("line", "eased"):
                 # the as-played shrink pulls the learned deviation back toward the runtime's own
                 # spline (what plays without the net), or toward the net's own lean of it to the
                 # line read at the plain phase (the retiming shrinks, the lean stays: whether keys
@@ -254,6 +326,24 @@ def toward_line(out: torch.Tensor, f: torch.Tensor, s: torch.Tensor, g: torch.Te
     """``toward`` the straight line between the keys, read at phases ``s`` [B, P]."""
     y0, y1 = f[:, None, 0:C], f[:, None, C:2 * C]
     return toward(out, (y0 + s[..., None] * (y1 - y0)).clamp(0.0, 1.0), g, keep)
+
+
+def catmull_rom(f: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """The Catmull-Rom curve of the segment's keys at phases ``s`` [B, P, 1] -> [B, P, C], clamped
+    to the range: tangent (y[k+1] - y[k-1]) / (t[k+1] - t[k-1]) at each key from the neighbouring
+    keys in the features, one-sided where the neighbour is missing (as tools/eval_interpolator.py
+    draws it at a run's ends); everything it needs is in the features, so the runtime is unchanged."""
+    y0, y1 = f[:, None, 0:C], f[:, None, C:2 * C]
+    d = y1 - y0
+    k = L.BLOCKS * C
+    hp, hn = f[:, None, k + 1:k + 2], f[:, None, k + 2:k + 3]
+    rp, rn = torch.exp(f[:, None, k + 3:k + 4]), torch.exp(f[:, None, k + 4:k + 5])  # dt / h
+    # tangents times h; the features' neighbour differences are already zero when missing
+    m0h = hp * (d + f[:, None, 4 * C:5 * C]) / (1.0 + rp) + (1.0 - hp) * d
+    m1h = hn * (f[:, None, 5 * C:6 * C] + d) / (1.0 + rn) + (1.0 - hn) * d
+    s2, s3 = s * s, s * s * s
+    return ((2 * s3 - 3 * s2 + 1) * y0 + (s3 - 2 * s2 + s) * m0h + (-2 * s3 + 3 * s2) * y1
+            + (s3 - s2) * m1h).clamp(0.0, 1.0)
 
 
 def spline(f: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
@@ -379,7 +469,7 @@ def variants(run: ev.Run, rng: np.random.Generator, augment: int,
 
 def build(runs: list[ev.Run], rng: np.random.Generator, augment: int = 0,
           speed: tuple[float, float] = (0.8, 1.25), rest_shift: float = 0.0,
-          train_hz: float = 0.0) -> Segments:
+          train_hz: float = 0.0, keyings: str = "all") -> Segments:
     """``train_hz`` > 0: in-between frames of faster takes are thinned to about that rate (the
     keys are still chosen on every frame), so a 60 Hz take weighs per second as a 30 Hz one."""
     data = Segments()
@@ -387,15 +477,30 @@ def build(runs: list[ev.Run], rng: np.random.Generator, augment: int = 0,
         dt = float(np.median(np.diff(r.times))) if len(r.times) > 1 else 1.0
         stride = max(1, int(round(1.0 / (dt * train_hz)))) if train_hz > 0 else 1
         for t, v0 in variants(r, rng, augment, speed, rest_shift):
-            add_keyings(data, t, v0, rng, stride)
+            add_keyings(data, t, v0, rng, stride, keyings)
     return data
 
 
 def add_keyings(data: Segments, t: np.ndarray, v0: np.ndarray, rng: np.random.Generator,
-                stride: int = 1) -> None:
-    """Segments of one (possibly augmented) run, keyed several ways, as captured and mirrored."""
+                stride: int = 1, which: str = "all") -> None:
+    """Segments of one (possibly augmented) run, keyed several ways, as captured and mirrored.
+
+    ``which`` "eval": only the two rules the benchmark judges (salient RDP at 2 keys/s, uniform
+    every 0.5 s from a random start), each drawn three times as often so a step sees as many
+    segments of those rules as of all the others (issue 19: does the net gain by learning only
+    the keyings it is judged on?)."""
     for mirror in (False, True):
         v = v0[:, channels.MIRROR] * channels.MIRROR_SIGN if mirror else v0
+        if which == "eval":
+            keyings = [ev.salient_keys(t, v, 2.0)] * 3
+            for _ in range(3):
+                off = int(np.searchsorted(t, t[0] + rng.uniform(0, 0.5)))
+                if off < len(t) - 2:
+                    keyings.append(np.unique(np.r_[0, off + ev.uniform_keys(t[off:], 0.5)]))
+            for k in keyings:
+                if len(k) >= 2:
+                    data.add(t, v, k, rng, stride=stride)
+            continue
         keyings = [ev.salient_keys(t, v, r) for r in (1.0, 1.5, 2.0, 2.5, 3.0)]
         for step in (0.4, 0.5, 0.6):
             off = int(np.searchsorted(t, t[0] + rng.uniform(0, step)))
@@ -435,14 +540,18 @@ def progress(total: int):
 def train(data: Segments, steps: int, batch: int, lr: float, hidden: int, basis: int, context: int,
           spline_channels: tuple[str, ...], hold: tuple[float, float], huber: float,
           seed: int, mix: bool = False, motion: float = 0.0,
-          warp: int = 0, ease: int = 0, embed: int = 4) -> tuple[Net, list[float]]:
+          warp: int = 0, ease: int = 0, embed: int = 4,
+          catmull: bool = False, relative: bool = False,
+          shared_warp: bool = False, scale_free: bool = False,
+          levels: bool = True) -> tuple[Net, list[float]]:
     torch.manual_seed(seed)
     feats, seg, phase, target = data.tensors()
     # frames are stored segment by segment: a step takes whole segments, so the network runs once
     # per segment and every frame of it counts
     start = torch.searchsorted(seg, torch.arange(len(feats) + 1))
     net = Net(hidden, basis, embed=embed, context=context, spline_channels=spline_channels,
-              hold=hold, mix=mix, motion=motion, warp=warp, ease=ease)
+              hold=hold, mix=mix, motion=motion, warp=warp, ease=ease, catmull=catmull,
+              relative=relative, shared_warp=shared_warp, scale_free=scale_free, levels=levels)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps,
                                                 # >= 2 warm-up steps: OneCycleLR divides by their count
@@ -505,14 +614,33 @@ def main(argv: list[str] | None = None) -> int:
                     help="as exported (not in training), the learned deviation from the straight "
                          "line shrinks linearly from full in FROM-second segments to none at TO "
                          "seconds (0 0: off)")
-    ap.add_argument("--play-target", choices=("line", "spline", "base"), default="line",
+    ap.add_argument("--play-target", choices=("line", "spline", "base", "eased"), default="line",
                     help="what the as-played shrink pulls the learned deviation toward: the "
                          "straight line, the runtime's monotone cubic, or the net's own lean of "
                          "that cubic toward the line at the plain phase (base: the retiming "
-                         "shrinks, the lean stays); long segments still fade to the line")
+                         "shrinks, the lean stays); long segments still fade to the line; eased: "
+                         "the line read at the long segments' learned ease, at every length")
     ap.add_argument("--huber", type=float, default=0.0, help="Huber loss delta (0: squared error)")
     ap.add_argument("--mix", action=argparse.BooleanOptionalAction, default=True,
                     help="also learn a per-channel lean of the base curve toward the straight line")
+    ap.add_argument("--catmull", action=argparse.BooleanOptionalAction, default=False,
+                    help="with --mix: also learn a per-channel lean of that base toward the "
+                         "Catmull-Rom curve of the same keys (clamped to the range; issue 19)")
+    ap.add_argument("--keyings", choices=("all", "eval"), default="all",
+                    help="training keys: all (RDP 1-3 keys/s, uniform 0.4-0.6 s, random gaps) or "
+                         "eval (only the benchmark's two rules, RDP 2 keys/s and uniform 0.5 s)")
+    ap.add_argument("--relative", action=argparse.BooleanOptionalAction, default=False,
+                    help="also feed each channel its share of the whole face's move (this segment "
+                         "and the two beside it) and the face's turn at each key (issue 19)")
+    ap.add_argument("--shared-warp", action=argparse.BooleanOptionalAction, default=False,
+                    help="with --warp: add one segment-wide warp, pooled from every channel's "
+                         "hidden state by how much it moves, to each channel's own (issue 19)")
+    ap.add_argument("--scale-free", action=argparse.BooleanOptionalAction, default=False,
+                    help="also feed each channel its moves divided by the largest of them (the "
+                         "shape of the motion apart from its size; issue 19)")
+    ap.add_argument("--levels", action=argparse.BooleanOptionalAction, default=True,
+                    help="--no-levels: the MLP never sees where the keys sit in the range, only "
+                         "how they move (exports rest at different values; issue 19)")
     ap.add_argument("--motion", type=float, default=0.0,
                     help="residual scaled down where the keys show less motion than this (0: off)")
     ap.add_argument("--augment", type=int, default=2,
@@ -602,7 +730,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     runs = [r for p in train_paths for r in ev.runs_of(p)]
     t0 = time.perf_counter()
-    data = build(runs, rng, a.augment, tuple(a.speed), a.rest_shift, a.train_hz)
+    data = build(runs, rng, a.augment, tuple(a.speed), a.rest_shift, a.train_hz, a.keyings)
     n_frames = sum(len(x) for x in data.seg)
     print(f"train takes {[p.stem for p in train_paths]}, val {[p.stem for p in val_paths]}: "
           f"{data.count} segments, {n_frames} in-between frames ({time.perf_counter() - t0:.1f} s)",
@@ -616,7 +744,9 @@ def main(argv: list[str] | None = None) -> int:
         curve = state["curve"]
         for sd in state["nets"]:
             m = Net(a.hidden, a.basis, embed=a.embed, context=a.context, hold=tuple(a.hold),
-                    mix=a.mix, motion=a.motion, warp=a.warp, ease=a.ease)
+                    mix=a.mix, motion=a.motion, warp=a.warp, ease=a.ease, catmull=a.catmull,
+                    relative=a.relative, shared_warp=a.shared_warp,
+                    scale_free=a.scale_free, levels=a.levels)
             keep = m.keep.clone()
             m.load_state_dict(sd)
             m.keep.copy_(keep)  # these options' channels left to the spline, not the saved ones
@@ -627,7 +757,8 @@ def main(argv: list[str] | None = None) -> int:
         for k in range(a.members):
             m, curve = train(data, a.steps, a.batch, a.lr, a.hidden, a.basis, a.context,
                              tuple(a.spline_channels), tuple(a.hold), a.huber, a.seed + k, a.mix,
-                             a.motion, a.warp, a.ease, a.embed)
+                             a.motion, a.warp, a.ease, a.embed, a.catmull,
+                             a.relative, a.shared_warp, a.scale_free, a.levels)
             nets.append(m)
         if a.save_nets:
             torch.save({"nets": [m.state_dict() for m in nets], "curve": curve,
@@ -942,13 +1073,16 @@ def model_card(a, net, train_paths, val_paths, data, n_frames, train_s, curve, s
         "model": {"architecture": (
             (f"average of {a.members} seeds' coefficients of " if a.members > 1 else "")
             + f"one MLP shared by the {C} channels, {L.BLOCKS + L.SCALARS + 3 + a.embed + a.context}-"
-            f"{a.hidden}-{a.hidden}-{a.basis + int(a.mix) + a.warp} (SiLU; inputs: the channel's "
+            f"{a.hidden}-{a.hidden}-{a.basis + int(a.mix) + int(a.catmull and a.mix) + a.warp} "
+            "(SiLU; inputs: the channel's "
             f"keys, segment timing, face motion, a {a.context}-d whole-face summary, a {a.embed}-d "
             "channel embedding); outputs: "
             + "; ".join(x for x in (
                 f"{a.basis} sine coefficients of a tanh-bounded residual" if a.basis else "",
                 "a sigmoid lean of the base curve from the monotone cubic toward the straight line"
                 if a.mix else "",
+                "a sigmoid lean of that base toward the Catmull-Rom curve of the same keys (clamped "
+                "to the range)" if a.catmull and a.mix else "",
                 f"{a.warp} softmax bin weights of a monotone phase warp at which the base curve is "
                 "read (it retimes the motion the keys show, never invents any)" if a.warp else "")
                 if x)
@@ -957,7 +1091,9 @@ def model_card(a, net, train_paths, val_paths, data, n_frames, train_s, curve, s
                   "by all channels)" if a.ease else "") if a.hold[1] > 0 else "")
             + ("; as played, the learned deviation from the "
                + {"spline": "monotone cubic", "base": "net's own lean of the monotone cubic toward "
-                  "the straight line (read at the plain phase)"}.get(a.play_target, "straight line")
+                  "the straight line (read at the plain phase)",
+                  "eased": "straight line read at the long segments' learned ease"}.get(
+                      a.play_target, "straight line")
                + f" shrinks linearly from full in {a.play_fade[0]} s segments to none at "
                f"{a.play_fade[1]} s (not in training)" if a.play_fade[1] > 0 else "")),
                   "parameters": sum(p.numel() for p in net.parameters()), "opset": OPSET},
