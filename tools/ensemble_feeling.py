@@ -3,8 +3,10 @@ mean of their probabilities, for the runtime to load as it loads one (runtime/te
 
 Each member reads the line with its own fine-tuned layers; the layers training kept frozen (the
 embeddings: ``tools/train_feeling.py`` never trains them) are byte-identical across members and
-stored once. The card's neutral shift is the mean of the members' (a member's shift multiplies its
-probabilities, so in the geometric mean it counts by its share), and the card lists the members
+stored once. A model merged before counts as its members: merged with one more, it gives the mean
+of all of them (``ensemble/share{k}`` weights), and its members are listed one by one. The card's
+neutral shift is the mean of the members' (a member's shift multiplies its probabilities, so in
+the geometric mean it counts by its share), and the card lists the members
 with their own cards (each member's card carries the command that made it), the command that merged
 them, and the weighted F1 on the sets the trainer reports.
 
@@ -22,7 +24,7 @@ import sys
 from pathlib import Path
 
 
-def merge(members: list[Path], out: Path) -> dict:
+def merge(members: list[Path], out: Path, weights: list[float] | None = None) -> dict:
     import onnx
     from onnx import TensorProto, helper
 
@@ -69,10 +71,19 @@ def merge(members: list[Path], out: Path) -> dict:
                                       name=f"ensemble/eps{k}"))
         nodes.append(helper.make_node("Log", [f"m{k}/probs_eps"], [f"m{k}/log"], name=f"ensemble/log{k}"))
     inits.append(helper.make_tensor("ensemble/eps", TensorProto.FLOAT, [], [1e-12]))
-    nodes.append(helper.make_node("Sum", [f"m{k}/log" for k in range(len(models))], ["ensemble/sum"],
-                                  name="ensemble/sum"))
-    inits.append(helper.make_tensor("ensemble/share", TensorProto.FLOAT, [], [1.0 / len(models)]))
-    nodes.append(helper.make_node("Mul", ["ensemble/sum", "ensemble/share"], ["ensemble/mean"], name="ensemble/mean"))
+    if weights is None or len(set(weights)) == 1:  # equal shares (the graph every earlier merge made)
+        nodes.append(helper.make_node("Sum", [f"m{k}/log" for k in range(len(models))], ["ensemble/sum"],
+                                      name="ensemble/sum"))
+        inits.append(helper.make_tensor("ensemble/share", TensorProto.FLOAT, [], [1.0 / len(models)]))
+        nodes.append(helper.make_node("Mul", ["ensemble/sum", "ensemble/share"], ["ensemble/mean"],
+                                      name="ensemble/mean"))
+    else:  # each member's log-probabilities times its share of the weights
+        for k, w in enumerate(weights):
+            inits.append(helper.make_tensor(f"ensemble/share{k}", TensorProto.FLOAT, [], [w / sum(weights)]))
+            nodes.append(helper.make_node("Mul", [f"m{k}/log", f"ensemble/share{k}"], [f"m{k}/share"],
+                                          name=f"ensemble/share{k}"))
+        nodes.append(helper.make_node("Sum", [f"m{k}/share" for k in range(len(models))], ["ensemble/mean"],
+                                      name="ensemble/mean"))
     nodes.append(helper.make_node("Softmax", ["ensemble/mean"], ["probs"], axis=-1, name="ensemble/softmax"))
     graph = helper.make_graph(nodes, "feeling_ensemble", list(first.input), [first.output[0]], inits)
     graph.output[0].name = "probs"
@@ -117,26 +128,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-figures", action="store_true", help="skip scoring the merged model (~1 min)")
     args = ap.parse_args(argv)
     cards = [json.loads(p.with_suffix(".json").read_text()) for p in args.members]
+    # a model merged before counts as its members, so merging it with one more gives the mean of all
+    weights = [float(len(c.get("members", [])) or 1) for c in cards]
     tmp = args.out / "ensemble.tmp"
-    info = merge(args.members, tmp)
+    info = merge(args.members, tmp, weights)
     shutil.move(str(tmp / "feeling.onnx"), str(args.out / "feeling.onnx"))
     tmp.rmdir()
     vocab = args.members[0].with_name("feeling_vocab.txt")
     if vocab.resolve() != (args.out / "feeling_vocab.txt").resolve():
         shutil.copy(vocab, args.out / "feeling_vocab.txt")
     labels = cards[0]["labels"]
-    bias = {k: round(sum(c.get("bias", {}).get(k, 0.0) for c in cards) / len(cards), 4)
+    bias = {k: round(sum(w * c.get("bias", {}).get(k, 0.0) for w, c in zip(weights, cards)) / sum(weights), 4)
             for k in {k for c in cards for k in c.get("bias", {})}}
+    flat = [m for c in cards for m in (c["members"] if c.get("members") else [c])]
     card = {"model": "feeling.onnx",
             "what": cards[0].get("what", ""),
             "labels": labels,
             "input": cards[0].get("input", ""),
             "output": "probs[batch, 8]: the normalised geometric mean of the members' probabilities",
-            "ensemble": f"{len(cards)} members, the embeddings stored once ({info['shared_bytes'] / 1e6:.1f} MB saved)",
+            "ensemble": f"{len(flat)} members, the embeddings stored once ({info['shared_bytes'] / 1e6:.1f} MB saved)",
             "bias": bias,
             "not_trained_on": "any evaluation file (../shared/eval, MELD)",
             "command": "tools/ensemble_feeling.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "members": cards}
+            "members": flat}
     (args.out / "feeling.json").write_text(json.dumps(card, indent=2) + "\n")  # read by figures: the shift
     if not args.no_figures:
         card["figures"] = figures(args.out / "feeling.onnx")
