@@ -5,7 +5,9 @@ en-US acoustic model and dictionary, so nothing is downloaded).
   dictionary, ours for words it lacks) are fitted to the audio, which gives every phone's start and
   end to the 10 ms frame. Pauses come out as silence.
 * :func:`recognize`: no text, so phone recognition (PocketSphinx's "allphone" search with its
-  phone trigram model): less exact, but it needs nothing but the audio.
+  phone trigram model): less exact, but it needs nothing but the audio. It hears many m as n and
+  b as d/g, so the stops and nasals it finds get a second opinion on the lips
+  (:mod:`runtime.audio.labial`).
 * :class:`PhoneStream`: phone recognition fed chunk by chunk; after each chunk it reports the
   phones so far (the last one or two may still change).
 
@@ -150,6 +152,7 @@ def warm() -> None:
             if _pool.get((kind, beam)):
                 continue
         _give(kind, beam, _build(kind, beam))
+    labial.net()  # the lips' second opinion: its weights, read once
 
 
 def available() -> bool:

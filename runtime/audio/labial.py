@@ -38,7 +38,8 @@ VOICELESS = {"P", "T", "K", "TH", "F", "HH", "S"}
 CANDIDATES = NASAL | VOICED | VOICELESS
 GROUPS = ("M", "N", "NG", "B", "D", "G", "P", "T", "K", "TH", "F", "V", "DH", "UW", "other")
 LABIAL_OF = {**{p: "M" for p in NASAL}, **{p: "B" for p in VOICED}, **{p: "P" for p in VOICELESS}}
-NOT_LABIAL = {"M": "N", "B": "D", "P": "T"}
+NOT_LABIAL = {"M": "N", "B": "D", "P": "T"}  # only below threshold_down (0 as shipped: never)
+JUDGED = CANDIDATES | NOT_LABIAL.keys()
 
 
 def _mel() -> np.ndarray:
@@ -146,37 +147,20 @@ def relabel(x16: np.ndarray, phones: list, model: Net | None = None, cache: dict
     model = model or net()
     if model is None or not phones:
         return phones
+    cache = {} if cache is None else cache
     heard = len(x16) / RATE
-    todo = []
-    for i, p in enumerate(phones):
-        base = p.phone.rstrip("012")
-        if base not in CANDIDATES and base not in NOT_LABIAL:
-            continue
-        if not complete and p.end + RIGHT > heard:
-            continue
-        key = (p.phone, p.start, p.end)
-        if cache is None or key not in cache:
-            todo.append(i)
+    todo = [p for p in phones if p.phone.rstrip("012") in JUDGED
+            and (complete or p.end + RIGHT <= heard) and (p.phone, p.start, p.end) not in cache]
     if todo:
-        spans = np.array([[phones[i].start, phones[i].end] for i in todo])
-        names = [phones[i].phone.rstrip("012") for i in todo]
-        prob = model(features(x16, spans, names))
-        for i, pr in zip(todo, prob.tolist()):
-            p = phones[i]
-            (cache if cache is not None else {}).setdefault((p.phone, p.start, p.end), pr)
+        spans = np.array([[p.start, p.end] for p in todo])
+        prob = model(features(x16, spans, [p.phone.rstrip("012") for p in todo]))
+        cache.update(zip([(p.phone, p.start, p.end) for p in todo], prob.tolist()))
     out = []
-    local = dict(zip(todo, prob.tolist())) if todo else {}
-    for i, p in enumerate(phones):
-        base = p.phone.rstrip("012")
-        pr = local.get(i)
-        if pr is None and cache is not None:
-            pr = cache.get((p.phone, p.start, p.end))
-        if pr is None:
-            out.append(p)
-        elif base in NOT_LABIAL and pr < model.down:
-            out.append(replace(p, phone=NOT_LABIAL[base]))
-        elif base in CANDIDATES and pr > model.up:
-            out.append(replace(p, phone=LABIAL_OF[base]))
-        else:
-            out.append(p)
+    for p in phones:
+        base, pr = p.phone.rstrip("012"), cache.get((p.phone, p.start, p.end))
+        if pr is not None and base in NOT_LABIAL and pr < model.down:
+            p = replace(p, phone=NOT_LABIAL[base])
+        elif pr is not None and base in CANDIDATES and pr > model.up:
+            p = replace(p, phone=LABIAL_OF[base])
+        out.append(p)
     return out
