@@ -2,17 +2,22 @@
 
 PocketSphinx's phone recogniser hears m as n and b as d/g (issue 17), so from the audio alone the
 lips miss a third of p/b/m on some voices. This tool makes labelled speech from voices whose phone
-times are exact (espeak-ng's phoneme events over many voice variants and rates; festival's slt HTS
-and kal diphone voices and their segment times), runs the shipped recogniser on it, and trains a
-small classifier that says, for each stop or nasal the recogniser heard, whether the voice made it
-with the lips (p/b/m) or not, from the sound around it (runtime.audio.labial.features).
+times are exact (espeak-ng's phoneme events over 20 voice variants and 5 rates; festival's slt HTS,
+kal and ked diphone voices and flite's rms and awb voices, their own segment times), runs the
+recogniser on it (no second pass), and trains a small net that says, for each candidate phone the
+recogniser heard, whether the voice made a p/b/m there, from the sound around it
+(runtime.audio.labial.features). As shipped (docs/BENCHMARKS.md, issue 17):
 
-    .venv/bin/python tools/train_labial.py collect DIR [--lines 160] [--seed 0]   # ~15 min, 1 core
-    .venv/bin/python tools/train_labial.py train DIR [--out exported_models/labial.json]
-    .venv/bin/python tools/train_labial.py cross DIR      # leave one voice family out
+    .venv/bin/python tools/train_labial.py collect /tmp/lab --lines 300 --seed 0 --families espeak,slt,kal
+    .venv/bin/python tools/train_labial.py collect /tmp/lab --lines 150 --seed 1 --families ked,flite_rms,flite_awb
+    .venv/bin/python tools/train_labial.py collect /tmp/labB --lines 900 --seed 2 --families espeak,slt,kal,ked
+    .venv/bin/python tools/train_labial.py train /tmp/lab /tmp/labB      # espeak + festival; flite left out
+    .venv/bin/python tools/train_labial.py cross /tmp/lab /tmp/labB --models /tmp/labmodels  # one engine out
 
-The training text is random sentences of cmudict words; no sentence or word of
-tools/eval_speech.py (SENTENCES, WORDLIST) is used, so its figures are on unseen text.
+(~35 min of one core for the data, a minute to train; festival needs festvox-us-slt-hts,
+festvox-kallpc16k and festvox-kdlpc16k, flite the Debian ``flite`` package.) The training text is
+random sentences of cmudict words; no sentence or word of tools/eval_speech.py (SENTENCES,
+WORDLIST) is used, so its figures are on unseen text.
 """
 
 from __future__ import annotations
@@ -192,7 +197,7 @@ def examples(lines: list[dict]) -> tuple[np.ndarray, np.ndarray, list[tuple[int,
     return np.concatenate(X), np.array(y, np.float32), where
 
 
-def score(lines: list[dict], prob: dict | None, up: float, down: float) -> dict:
+def score(lines: list[dict], prob: dict | None, up: float, down: float, strict: float | None = None) -> dict:
     """A quick stand-in for tools/eval_speech.py's figure on phone spans: a p/b/m of the voice is
     closed when a recognised (and relabelled) bilabial touches its span within a frame; a t/d/n/k/g
     with no p/b/m beside it is falsely closed when a recognised bilabial covers its middle."""
@@ -206,7 +211,8 @@ def score(lines: list[dict], prob: dict | None, up: float, down: float) -> dict:
             pr = prob.get((li, k)) if prob is not None else None
             if pr is not None and base in labial.NOT_LABIAL and pr < down:
                 base = labial.NOT_LABIAL[base]
-            elif pr is not None and base in labial.CANDIDATES and pr > up:
+            elif pr is not None and base in labial.CANDIDATES and pr > (
+                    up if base in labial.RELIABLE or strict is None else strict):
                 base = labial.LABIAL_OF[base]
             rec.append((base, s, e))
         closes = [(s, e) for b, s, e in rec if b in ("P", "B", "M")]
@@ -223,10 +229,13 @@ def score(lines: list[dict], prob: dict | None, up: float, down: float) -> dict:
     return {"bilabials": len(hit), "closed": float(np.mean(hit)), "false_close": float(np.mean(false))}
 
 
-def load(folder: Path, fams: list[str]) -> list[dict]:
+def load(folder: Path | list[Path], fams: list[str]) -> list[dict]:
+    """The collected lines of families ``fams`` from one or more collect folders (where present)."""
     out = []
-    for f in fams:
-        out += pickle.loads((folder / f"{f}.pkl").read_bytes())
+    for d in folder if isinstance(folder, list) else [folder]:
+        for f in fams:
+            if (d / f"{f}.pkl").exists():
+                out += pickle.loads((d / f"{f}.pkl").read_bytes())
     return out
 
 
@@ -269,7 +278,8 @@ ENGINES = {"espeak": ["espeak"], "festival": ["slt", "kal", "ked"], "flite": ["f
 TRAIN = ["espeak", "slt", "kal", "ked"]  # the shipped model's: flite's voices stay unheard, to test on
 
 
-def cross(folder: Path, hidden: int, seed: int, up: float, down: float, out_dir: Path | None) -> dict:
+def cross(folder: list[Path], hidden: int, seed: int, up: float, down: float, strict: float,
+          out_dir: Path | None) -> dict:
     """Leave one synthesis engine out: train on the others' voices, score each voice of the one
     left out (with :func:`score`), before and after; with ``out_dir``, keep each model there."""
     res = {}
@@ -279,21 +289,23 @@ def cross(folder: Path, hidden: int, seed: int, up: float, down: float, out_dir:
         card = fit(X, y, hidden, seed)
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
-            write_card(card, out_dir / f"without_{left}.json", up, down, hidden, seed, train_on, y)
+            write_card(card, out_dir / f"without_{left}.json", up, down, strict, hidden, seed, train_on, y)
         for f in ENGINES[left]:
             te = load(folder, [f])
             Xe, ye, where = examples(te)
             prob = dict(zip(where, predict(card, Xe).tolist()))
-            res[f"{'+'.join(train_on)} -> {f}"] = {"before": score(te, None, up, down),
-                                                   "after": score(te, prob, up, down)}
-            print(f"{'+'.join(train_on)} -> {f}: {res[f'{chr(43).join(train_on)} -> {f}']}", flush=True)
+            key = f"{'+'.join(train_on)} -> {f}"
+            res[key] = {"before": score(te, None, up, down), "after, one threshold": score(te, prob, up, down),
+                        "after": score(te, prob, up, down, strict)}
+            print(key, res[key], flush=True)
     return res
 
 
-def write_card(card: dict, out: Path, up: float, down: float, hidden: int, seed: int, families: list[str],
-               y: np.ndarray, extra: dict | None = None) -> None:
+def write_card(card: dict, out: Path, up: float, down: float, strict: float, hidden: int, seed: int,
+               families: list[str], y: np.ndarray, extra: dict | None = None) -> None:
     card = dict(card)
-    card.update({"threshold_up": up, "threshold_down": down, "hidden": hidden, "seed": seed,
+    card.update({"threshold_up": up, "threshold_strict": strict, "threshold_down": down, "hidden": hidden,
+                 "seed": seed,
                  "examples": len(y), "positives": int(y.sum()), "families": families,
                  "trained_on": "tools/train_labial.py collect: random cmudict sentences (no eval text) "
                                "spoken by the families' voices, phones from align.recognize(second_pass=False)",
@@ -305,12 +317,12 @@ def write_card(card: dict, out: Path, up: float, down: float, hidden: int, seed:
     print(f"wrote {out} ({out.stat().st_size // 1024} KB, {len(y)} examples)")
 
 
-def train(folder: Path, out: Path, hidden: int, seed: int, up: float, down: float, families: list[str],
-          cross_json: Path | None) -> None:
+def train(folder: list[Path], out: Path, hidden: int, seed: int, up: float, down: float, strict: float,
+          families: list[str], cross_json: Path | None) -> None:
     X, y, _ = examples(load(folder, families))
     card = fit(X, y, hidden, seed)
     extra = {"leave_one_engine_out": json.loads(cross_json.read_text())} if cross_json else None
-    write_card(card, out, up, down, hidden, seed, families, y, extra)
+    write_card(card, out, up, down, strict, hidden, seed, families, y, extra)
 
 
 def main() -> int:
@@ -324,11 +336,14 @@ def main() -> int:
                    help="espeak, slt, kal, ked (festival), flite_rms, flite_awb")
     for name in ("train", "cross"):
         t = sub.add_parser(name)
-        t.add_argument("dir", type=Path)
-        t.add_argument("--hidden", type=int, default=32)
+        t.add_argument("dir", type=Path, nargs="+", help="collect folders")
+        t.add_argument("--hidden", type=int, default=64)
         t.add_argument("--seed", type=int, default=0)
         t.add_argument("--up", type=float, default=0.5)
-        t.add_argument("--down", type=float, default=0.0)
+        t.add_argument("--down", type=float, default=0.0,
+                       help="rename a recognised p/b/m to t/d/n below this (0: never; it cost recall)")
+        t.add_argument("--strict", type=float, default=0.9,
+                       help="threshold for candidates outside labial.RELIABLE (m heard as n ...)")
         if name == "train":
             t.add_argument("--out", type=Path, default=ROOT / "exported_models" / "labial.json")
             t.add_argument("--families", default=",".join(TRAIN))
@@ -340,12 +355,12 @@ def main() -> int:
     if args.cmd == "collect":
         collect(args.dir, args.lines, args.seed, args.families.split(","))
     elif args.cmd == "cross":
-        res = cross(args.dir, args.hidden, args.seed, args.up, args.down, args.models)
+        res = cross(args.dir, args.hidden, args.seed, args.up, args.down, args.strict, args.models)
         if args.json:
             args.json.write_text(json.dumps(res, indent=1))
     else:
-        train(args.dir, args.out, args.hidden, args.seed, args.up, args.down, args.families.split(","),
-              args.cross_json)
+        train(args.dir, args.out, args.hidden, args.seed, args.up, args.down, args.strict,
+              args.families.split(","), args.cross_json)
     return 0
 
 

@@ -38,6 +38,10 @@ VOICELESS = {"P", "T", "K", "TH", "F", "HH", "S"}
 CANDIDATES = NASAL | VOICED | VOICELESS
 GROUPS = ("M", "N", "NG", "B", "D", "G", "P", "T", "K", "TH", "F", "V", "DH", "UW", "other")
 LABIAL_OF = {**{p: "M" for p in NASAL}, **{p: "B" for p in VOICED}, **{p: "P" for p in VOICELESS}}
+# Where the net's verdict held across synthesis engines (trained on espeak-ng, tested on festival
+# and back): the recogniser's labiodental or dental fricative at a weak p/b. Elsewhere (m heard
+# as n, b as d/g) it learned each engine's own sound and is trusted only when very sure.
+RELIABLE = {"TH", "F", "V", "DH"}
 NOT_LABIAL = {"M": "N", "B": "D", "P": "T"}  # only below threshold_down (0 as shipped: never)
 JUDGED = CANDIDATES | NOT_LABIAL.keys()
 
@@ -105,7 +109,8 @@ class Net:
         self.b1 = np.asarray(card["b1"], np.float32)
         self.w2 = np.asarray(card["w2"], np.float32)
         self.b2 = float(card["b2"])
-        self.up = float(card["threshold_up"])  # rename to a bilabial above this
+        self.up = float(card["threshold_up"])  # rename a RELIABLE phone to a bilabial above this
+        self.strict = float(card.get("threshold_strict", self.up))  # any other candidate above this
         self.down = float(card["threshold_down"])  # rename a bilabial away below this
 
     def __call__(self, f: np.ndarray) -> np.ndarray:
@@ -160,7 +165,7 @@ def relabel(x16: np.ndarray, phones: list, model: Net | None = None, cache: dict
         base, pr = p.phone.rstrip("012"), cache.get((p.phone, p.start, p.end))
         if pr is not None and base in NOT_LABIAL and pr < model.down:
             p = replace(p, phone=NOT_LABIAL[base])
-        elif pr is not None and base in CANDIDATES and pr > model.up:
+        elif pr is not None and base in CANDIDATES and pr > (model.up if base in RELIABLE else model.strict):
             p = replace(p, phone=LABIAL_OF[base])
         out.append(p)
     return out
