@@ -2,6 +2,8 @@
 
     .venv/bin/python tools/eval_speech.py [--takes 200] [--seed 0] [--json out.json] [--plot fig.png]
     .venv/bin/python tools/eval_speech.py --audio-only [--sentences 24] [--json out.json]
+    .venv/bin/python tools/eval_speech.py --audio-only [--voices espeak,slt,kal,ked,rms,awb] [--no-labial |
+        --labial-model FILE]
     .venv/bin/python tools/eval_speech.py --plot-audio docs/speech_from_audio.png
 
 Alignment: sentences get TTS-like word timings that the layer has never seen the model of (every
@@ -25,7 +27,10 @@ Against a real voice (when espeak-ng is installed): see :func:`espeak_alignment`
 From the audio (``--audio``, runtime/audio: PocketSphinx + loudness): see :func:`audio_alignment`.
 Voices whose phone times are exact (espeak-ng's phoneme events; festival's segment times with the
 slt HTS and kal diphone voices), three rates each, the sentences above; the mouth gets the WAV and
-the text (forced alignment) or the WAV alone (phone recognition).
+the text (forced alignment) or the WAV alone (phone recognition, with the lips' second opinion of
+runtime/audio/labial.py unless ``--no-labial``). ``--voices`` adds festival's ked diphone voice and
+flite's rms and awb voices (their own segment times). Beside the p/b/m it counts false closures:
+t/d/n/k/g with no p/b/m beside them whose middle frame has the lips closed.
 """
 
 from __future__ import annotations
