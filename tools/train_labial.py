@@ -165,6 +165,33 @@ def _overlap(a0: float, a1: float, b0: float, b1: float) -> float:
     return max(0.0, min(a1, b1) - max(a0, b0))
 
 
+def augment(lines: list[dict], seed: int) -> list[dict]:
+    """Each line again through another channel: a first-order tilt (a brighter or duller
+    microphone or codec) and white noise at 15-40 dB SNR, so the net leans less on how these
+    synthesisers happen to sound."""
+    from scipy.signal import lfilter
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for d in lines:
+        x = d["x16"].astype(np.float64)
+        tilt = rng.uniform(-0.9, 0.9)
+        y = lfilter([1.0, -tilt], [1.0], x) if rng.random() < 0.7 else x
+        p = np.sqrt((x * x).mean()) + 1e-9
+        y = y * p / (np.sqrt((y * y).mean()) + 1e-9)
+        y = y + rng.standard_normal(len(y)) * p * 10 ** (-rng.uniform(15, 40) / 20)
+        out.append({**d, "x16": y.astype(np.float32)})
+    return out
+
+
+def training_set(lines: list[dict], seed: int, aug: bool) -> tuple[np.ndarray, np.ndarray]:
+    X, y, _ = examples(lines)
+    if aug:
+        X2, y2, _ = examples(augment(lines, seed))
+        X, y = np.concatenate([X, X2]), np.concatenate([y, y2])
+    return X, y
+
+
 def examples(lines: list[dict]) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
     """Features and labels for every candidate phone the recogniser heard: 1 when it covers at
     least half of a p/b/m of the voice (or half of itself is one), 0 when it touches none;
@@ -279,17 +306,18 @@ TRAIN = ["espeak", "slt", "kal", "ked"]  # the shipped model's: flite's voices s
 
 
 def cross(folder: list[Path], hidden: int, seed: int, up: float, down: float, strict: float,
-          out_dir: Path | None) -> dict:
+          out_dir: Path | None, aug: bool = True) -> dict:
     """Leave one synthesis engine out: train on the others' voices, score each voice of the one
     left out (with :func:`score`), before and after; with ``out_dir``, keep each model there."""
     res = {}
     for left in ENGINES:
         train_on = [f for e, fs in ENGINES.items() if e != left for f in fs]
-        X, y, _ = examples(load(folder, train_on))
+        X, y = training_set(load(folder, train_on), seed, aug)
         card = fit(X, y, hidden, seed)
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
-            write_card(card, out_dir / f"without_{left}.json", up, down, strict, hidden, seed, train_on, y)
+            write_card(card, out_dir / f"without_{left}.json", up, down, strict, hidden, seed, train_on, y,
+                       aug=aug)
         for f in ENGINES[left]:
             te = load(folder, [f])
             Xe, ye, where = examples(te)
@@ -302,14 +330,15 @@ def cross(folder: list[Path], hidden: int, seed: int, up: float, down: float, st
 
 
 def write_card(card: dict, out: Path, up: float, down: float, strict: float, hidden: int, seed: int,
-               families: list[str], y: np.ndarray, extra: dict | None = None) -> None:
+               families: list[str], y: np.ndarray, extra: dict | None = None, aug: bool = True) -> None:
     card = dict(card)
     card.update({"threshold_up": up, "threshold_strict": strict, "threshold_down": down, "hidden": hidden,
                  "seed": seed,
                  "examples": len(y), "positives": int(y.sum()), "families": families,
                  "trained_on": "tools/train_labial.py collect: random cmudict sentences (no eval text) "
                                "spoken by the families' voices, phones from align.recognize(second_pass=False)",
-                 **(extra or {})})
+                 "augmented": "each line twice: as spoken, and with a random tilt and 15-40 dB noise"
+                 if aug else "no", **(extra or {})})
     for k in ("mean", "std", "b1", "w2"):
         card[k] = [float(f"{v:.5g}") for v in card[k]]
     card["w1"] = [[float(f"{v:.5g}") for v in row] for row in card["w1"]]
@@ -318,11 +347,11 @@ def write_card(card: dict, out: Path, up: float, down: float, strict: float, hid
 
 
 def train(folder: list[Path], out: Path, hidden: int, seed: int, up: float, down: float, strict: float,
-          families: list[str], cross_json: Path | None) -> None:
-    X, y, _ = examples(load(folder, families))
+          families: list[str], cross_json: Path | None, aug: bool = True) -> None:
+    X, y = training_set(load(folder, families), seed, aug)
     card = fit(X, y, hidden, seed)
     extra = {"leave_one_engine_out": json.loads(cross_json.read_text())} if cross_json else None
-    write_card(card, out, up, down, strict, hidden, seed, families, y, extra)
+    write_card(card, out, up, down, strict, hidden, seed, families, y, extra, aug)
 
 
 def main() -> int:
@@ -342,6 +371,7 @@ def main() -> int:
         t.add_argument("--up", type=float, default=0.5)
         t.add_argument("--down", type=float, default=0.0,
                        help="rename a recognised p/b/m to t/d/n below this (0: never; it cost recall)")
+        t.add_argument("--no-augment", action="store_true", help="train on the voices as they are only")
         t.add_argument("--strict", type=float, default=0.9,
                        help="threshold for candidates outside labial.RELIABLE (m heard as n ...)")
         if name == "train":
@@ -355,12 +385,13 @@ def main() -> int:
     if args.cmd == "collect":
         collect(args.dir, args.lines, args.seed, args.families.split(","))
     elif args.cmd == "cross":
-        res = cross(args.dir, args.hidden, args.seed, args.up, args.down, args.strict, args.models)
+        res = cross(args.dir, args.hidden, args.seed, args.up, args.down, args.strict, args.models,
+                    not args.no_augment)
         if args.json:
             args.json.write_text(json.dumps(res, indent=1))
     else:
         train(args.dir, args.out, args.hidden, args.seed, args.up, args.down, args.strict,
-              args.families.split(","), args.cross_json)
+              args.families.split(","), args.cross_json, not args.no_augment)
     return 0
 
 
