@@ -8,8 +8,10 @@ falling for p/b, rising for t/d, a mid peak for k/g) and the neighbouring vowels
 transitions (lips lower F2). A small net (exported_models/labial.json, trained by
 tools/train_labial.py on synthetic speech with exact phone times, no eval text) reads log-mel
 frames around each recognised consonant and, where it is sure the lips closed, the phone is
-renamed to the bilabial of its manner (nasal -> M, voiced -> B, voiceless -> P), or the other way
-round where a recognised bilabial sounds unlike one.
+renamed to the bilabial of its manner (nasal -> M, voiced -> B, voiceless -> P): above
+``threshold_up`` for the confusions whose verdict held on voices of an engine it never heard
+(:data:`RELIABLE`), above ``threshold_strict`` for the rest. Renaming a recognised p/b/m away
+(``threshold_down``) is there but off: it cost recall on unheard voices (docs/BENCHMARKS.md).
 
 Features are normalised inside each phone's own window (about 0.2 s), so a phone reads the same
 in a whole clip and in a stream, and a channel's colour cancels out. Cost: a few 512-point FFTs
@@ -154,7 +156,8 @@ def relabel(x16: np.ndarray, phones: list, model: Net | None = None, cache: dict
         return phones
     cache = {} if cache is None else cache
     heard = len(x16) / RATE
-    todo = [p for p in phones if p.phone.rstrip("012") in JUDGED
+    judged = JUDGED if model.down > 0 else CANDIDATES
+    todo = [p for p in phones if p.phone.rstrip("012") in judged
             and (complete or p.end + RIGHT <= heard) and (p.phone, p.start, p.end) not in cache]
     if todo:
         spans = np.array([[p.start, p.end] for p in todo])
