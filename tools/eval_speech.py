@@ -2,6 +2,8 @@
 
     .venv/bin/python tools/eval_speech.py [--takes 200] [--seed 0] [--json out.json] [--plot fig.png]
     .venv/bin/python tools/eval_speech.py --audio-only [--sentences 24] [--json out.json]
+    .venv/bin/python tools/eval_speech.py --audio-only [--voices espeak,slt,kal,ked,rms,awb] [--no-labial |
+        --labial-model FILE]
     .venv/bin/python tools/eval_speech.py --plot-audio docs/speech_from_audio.png
 
 Alignment: sentences get TTS-like word timings that the layer has never seen the model of (every
@@ -25,7 +27,10 @@ Against a real voice (when espeak-ng is installed): see :func:`espeak_alignment`
 From the audio (``--audio``, runtime/audio: PocketSphinx + loudness): see :func:`audio_alignment`.
 Voices whose phone times are exact (espeak-ng's phoneme events; festival's segment times with the
 slt HTS and kal diphone voices), three rates each, the sentences above; the mouth gets the WAV and
-the text (forced alignment) or the WAV alone (phone recognition).
+the text (forced alignment) or the WAV alone (phone recognition, with the lips' second opinion of
+runtime/audio/labial.py unless ``--no-labial``). ``--voices`` adds festival's ked diphone voice and
+flite's rms and awb voices (their own segment times). Beside the p/b/m it counts false closures:
+t/d/n/k/g with no p/b/m beside them whose middle frame has the lips closed.
 """
 
 from __future__ import annotations
@@ -325,7 +330,9 @@ ESPEAK_BILABIALS = {"p", "b", "m"}
 ESPEAK_OPEN = {"0", "A@", "O:", "V", "a", "aI", "aU", "aa", "A:"}  # lot, start, thought, strut, trap ...
 FESTIVAL_BILABIALS = {"p", "b", "m"}
 FESTIVAL_OPEN = {"aa", "ae", "ah", "ao", "aw", "ay"}  # festival writes schwa as "ax": not here
-FESTIVAL_VOICES = {"slt": "voice_cmu_us_slt_arctic_hts", "kal": "voice_kal_diphone"}
+FESTIVAL_VOICES = {"slt": "voice_cmu_us_slt_arctic_hts", "kal": "voice_kal_diphone",
+                   "ked": "voice_ked_diphone"}  # ked: festvox-kdlpc16k, a voice the lips' net never heard
+FLITE_VOICES = ("rms", "awb")  # flite's clustergen voices (Debian flite): another engine, unheard in training
 FESTIVAL_STRETCH = (0.8, 1.0, 1.25)  # duration factor: fast, normal, slow
 ESPEAK_WPM = (140, 175, 220)
 
@@ -369,6 +376,21 @@ def festival_lines(voice: str, texts: list[str], stretch: float, folder: Path) -
     return out
 
 
+def flite_line(text: str, voice: str, stretch: float, folder: Path) -> tuple[Path, list]:
+    """flite speaks ``text`` to a WAV; its own segments' end times (``-psdur``) are the truth."""
+    import subprocess
+
+    wav = folder / "f.wav"
+    r = subprocess.run(["flite", "-voice", voice, "--setf", f"duration_stretch={stretch}", "-t", text,
+                        "-o", str(wav), "-psdur"], capture_output=True, text=True, check=True, timeout=60)
+    segs, t0 = [], 0.0
+    for item in r.stdout.split():
+        name, _, end = item.rpartition(":")
+        segs.append((name, t0, float(end)))
+        t0 = float(end)
+    return wav, segs
+
+
 def espeak_segments(sp) -> list[tuple[str, float, float]]:
     """espeak-ng's phoneme events -> (phone, start, end); a p/b spans its silent closure (found in
     the audio before the event, as :func:`espeak_alignment` does) up to the next event."""
@@ -391,17 +413,28 @@ def espeak_segments(sp) -> list[tuple[str, float, float]]:
     return out
 
 
-def _score_line(frames: np.ndarray, segs: list, bilabials: set, opens: set) -> tuple[list[bool], list[bool]]:
+NON_BILABIAL_STOPS = {"t", "d", "n", "k", "g"}  # both synthesisers' names
+
+
+def _score_line(frames: np.ndarray, segs: list, bilabials: set, opens: set
+                ) -> tuple[list[bool], list[bool], list[bool]]:
+    """(p/b/m closed within a frame of their span, open vowels opened within a frame of theirs,
+    t/d/n/k/g with no p/b/m beside them that have the lips closed at their middle: a false closure)."""
     d = lips(frames)
     t = np.arange(len(frames)) / FPS
-    closed, opened = [], []
-    for name, a, b in segs:
+    closed, opened, false = [], [], []
+    for k, (name, a, b) in enumerate(segs):
         near = (t >= a - 1 / FPS - 1e-9) & (t <= b + 1 / FPS + 1e-9)
         if name in bilabials:
             closed.append(bool(near.any() and d[near].min() <= CLOSED))
         elif name in opens:
             opened.append(bool(near.any() and d[near].max() >= OPEN))
-    return closed, opened
+        elif name in NON_BILABIAL_STOPS:
+            beside = {segs[k - 1][0] if k else "", segs[k + 1][0] if k + 1 < len(segs) else ""}
+            if not beside & bilabials:
+                i = min(int(round((a + b) / 2 * FPS)), len(d) - 1)
+                false.append(bool(d[i] <= CLOSED))
+    return closed, opened, false
 
 
 _FEST_ARPA = {"ax": "AH0", "pau": None, "h#": None}
@@ -463,6 +496,18 @@ def audio_alignment(sentences: list[str] | None = None, voices: tuple[str, ...] 
                     x = np.frombuffer(sp.pcm, np.int16).astype(np.float32) / 32768
                     lines.append((x, sp.sample_rate, text, espeak_segments(sp), ESPEAK_BILABIALS, ESPEAK_OPEN,
                                   f"{wpm}wpm"))
+        elif vname in FLITE_VOICES:
+            import shutil
+
+            if shutil.which("flite") is None:
+                res[vname] = {"skipped": "flite not installed (apt-get install flite)"}
+                continue
+            for stretch in FESTIVAL_STRETCH:
+                for text in sentences:
+                    with tempfile.TemporaryDirectory() as tmp:
+                        wav, segs = flite_line(text, vname, stretch, Path(tmp))
+                        x, sr = read_wav(wav)
+                    lines.append((x, sr, text, segs, FESTIVAL_BILABIALS, FESTIVAL_OPEN, f"stretch{stretch}"))
         else:
             if not festival_available():
                 res[vname] = {"skipped": "festival not installed (apt-get install festival festvox-us-slt-hts "
@@ -476,7 +521,7 @@ def audio_alignment(sentences: list[str] | None = None, voices: tuple[str, ...] 
                                       FESTIVAL_OPEN, f"stretch{stretch}"))
         out: dict = {"lines": len(lines)}
         for mode in ("text", "audio"):
-            closed, opened, cost, audio_s, methods = [], [], 0.0, 0.0, {}
+            closed, opened, false, cost, audio_s, methods = [], [], [], 0.0, 0.0, {}
             by_rate: dict[str, list] = {}
             r_audio, r_loud = [], []
             for x, sr, text, segs, bil, opens, label in lines:
@@ -488,12 +533,14 @@ def audio_alignment(sentences: list[str] | None = None, voices: tuple[str, ...] 
                 methods[an.method] = methods.get(an.method, 0) + 1
                 n = int(len(x) / sr * FPS) + 1
                 frames = plan.apply(np.zeros((n, C.COUNT), np.float32), FPS)[:n]
-                c, o = _score_line(frames, segs, bil, opens)
+                c, o, f = _score_line(frames, segs, bil, opens)
                 closed += c
                 opened += o
-                br = by_rate.setdefault(label, [[], []])
+                false += f
+                br = by_rate.setdefault(label, [[], [], []])
                 br[0] += c
                 br[1] += o
+                br[2] += f
                 if mode == "audio" and vname != "espeak":
                     truth = festival_truth_plan(segs)
                     if truth is not None:
@@ -503,8 +550,11 @@ def audio_alignment(sentences: list[str] | None = None, voices: tuple[str, ...] 
                         r_loud.append(float(np.corrcoef(loudness_jaw(db, n), tj)[0, 1]))
             m = {"bilabials": len(closed), "closed_within_1_frame": float(np.mean(closed)) if closed else None,
                  "open_vowels": len(opened), "opened": float(np.mean(opened)) if opened else None,
+                 "tdnkg": len(false), "false_closed": float(np.mean(false)) if false else None,
                  "by_rate": {k: {"closed": float(np.mean(v[0])) if v[0] else None,
-                                 "opened": float(np.mean(v[1])) if v[1] else None} for k, v in by_rate.items()},
+                                 "opened": float(np.mean(v[1])) if v[1] else None,
+                                 "false_closed": float(np.mean(v[2])) if v[2] else None}
+                             for k, v in by_rate.items()},
                  "analysis_s_per_audio_s": cost / audio_s if audio_s else None, "methods": methods}
             if r_audio:
                 m["jaw_r_vs_exact_segments"] = {"from_audio": float(np.median(r_audio)),
@@ -601,7 +651,16 @@ def main() -> int:
     ap.add_argument("--plot-audio", type=Path, help="draw one festival line's mouth from audio to this PNG, exit")
     ap.add_argument("--phone-lw", type=float, default=None,
                     help="--audio: the phone recogniser's language-model weight (runtime.audio.align.PHONE_LW)")
+    ap.add_argument("--labial-model", type=Path, default=None,
+                    help="--audio: the lips' second opinion from this model (default exported_models/labial.json)")
+    ap.add_argument("--no-labial", action="store_true",
+                    help="--audio: phones as the recogniser heard them, no second opinion (the figures before it)")
+    ap.add_argument("--voices", default="espeak,slt,kal", help="--audio: which voices (comma-separated)")
     args = ap.parse_args()
+    if args.no_labial or args.labial_model:
+        from runtime.audio import labial
+
+        labial.use(None if args.no_labial else args.labial_model)
     if args.phone_lw is not None:
         from runtime.audio import align
 
@@ -610,7 +669,7 @@ def main() -> int:
         plot_audio_line(args.plot_audio)
         return 0
     if args.audio_only:
-        result = {"audio": audio_alignment(SENTENCES[: args.sentences])}
+        result = {"audio": audio_alignment(SENTENCES[: args.sentences], tuple(args.voices.split(",")))}
         print(json.dumps(result, indent=2))
         if args.json:
             args.json.write_text(json.dumps(result, indent=2))
@@ -624,7 +683,7 @@ def main() -> int:
     if not args.no_espeak:
         result["espeak"] = espeak_alignment()
     if args.audio:
-        result["audio"] = audio_alignment(SENTENCES[: args.sentences])
+        result["audio"] = audio_alignment(SENTENCES[: args.sentences], tuple(args.voices.split(",")))
     print(json.dumps(result, indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

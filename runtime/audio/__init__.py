@@ -2,11 +2,12 @@
 
 Data flow: bytes -> :mod:`~runtime.audio.wav` (decode, mono, resample to 16 kHz) ->
 :mod:`~runtime.audio.align` (PocketSphinx: forced alignment with the text, phone recognition
-without) + :mod:`~runtime.audio.energy` (loudness per 10 ms) -> :mod:`~runtime.audio.track`
-(timed phones with a jaw gain each) -> ``SpeechPlan.from_phones`` (runtime/animate/speech.py:
-the same visemes, coarticulation, composition and clamping as the text path). Nothing here touches
-the frame clock: :mod:`~runtime.audio.live` runs the analysis on a worker thread and the clock only
-samples the latest finished plan.
+without, whose stops and nasals :mod:`~runtime.audio.labial` re-reads for the lips) +
+:mod:`~runtime.audio.energy` (loudness per 10 ms) -> :mod:`~runtime.audio.track` (timed phones
+with a jaw gain each) -> ``SpeechPlan.from_phones`` (runtime/animate/speech.py: the same visemes,
+coarticulation, composition and clamping as the text path). Nothing here touches the frame clock:
+:mod:`~runtime.audio.live` runs the analysis on a worker thread and the clock only samples the
+latest finished plan.
 
 API (for the CLI, serve and integrations):
 

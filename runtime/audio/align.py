@@ -5,7 +5,9 @@ en-US acoustic model and dictionary, so nothing is downloaded).
   dictionary, ours for words it lacks) are fitted to the audio, which gives every phone's start and
   end to the 10 ms frame. Pauses come out as silence.
 * :func:`recognize`: no text, so phone recognition (PocketSphinx's "allphone" search with its
-  phone trigram model): less exact, but it needs nothing but the audio.
+  phone trigram model): less exact, but it needs nothing but the audio. It hears many m as n and
+  b as d/g, so the stops and nasals it finds get a second opinion on the lips
+  (:mod:`runtime.audio.labial`).
 * :class:`PhoneStream`: phone recognition fed chunk by chunk; after each chunk it reports the
   phones so far (the last one or two may still change).
 
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from runtime.animate import phonemes as ph
+from runtime.audio import labial
 from runtime.audio.wav import AudioError, to_pcm16
 
 log = logging.getLogger(__name__)
@@ -149,6 +152,7 @@ def warm() -> None:
             if _pool.get((kind, beam)):
                 continue
         _give(kind, beam, _build(kind, beam))
+    labial.net()  # the lips' second opinion: its weights, read once
 
 
 def available() -> bool:
@@ -271,11 +275,13 @@ def transcribe(x: np.ndarray) -> str:
     return hyp.hypstr if hyp is not None else ""
 
 
-def recognize(x: np.ndarray) -> list[TimedPhone]:
-    """Phone recognition (no text) on 16 kHz float32 mono ``x``."""
+def recognize(x: np.ndarray, second_pass: bool = True) -> list[TimedPhone]:
+    """Phone recognition (no text) on 16 kHz float32 mono ``x``; with ``second_pass``, stops and
+    nasals get the lips' second opinion (:mod:`runtime.audio.labial`)."""
     with _decoder("phones") as d:
         _utterance(d, _pcm(x))
-        return _phones_from_seg(d.seg() or [])
+        phones = _phones_from_seg(d.seg() or [])
+    return labial.relabel(np.asarray(x, np.float32), phones) if second_pass else phones
 
 
 class PhoneStream:
@@ -287,19 +293,26 @@ class PhoneStream:
         _start(self._d)
         self.closed = False
         self.samples = 0
+        self._x = np.zeros(1 << 15, np.float32)  # the audio so far, for the lips' second opinion
+        self._verdicts: dict = {}  # labial.relabel's cache: each phone judged once
 
     def feed(self, x: np.ndarray) -> list[TimedPhone]:
         """16 kHz float32 mono -> every phone recognised so far (the tail is provisional)."""
         if len(x):
             _feed(self._d, _pcm(x))
+            while self.samples + len(x) > len(self._x):
+                self._x = np.concatenate([self._x, np.zeros(len(self._x), np.float32)])
+            self._x[self.samples: self.samples + len(x)] = x
             self.samples += len(x)
-        return _phones_from_seg(self._d.seg() or [])
+        return labial.relabel(self._x[: self.samples], _phones_from_seg(self._d.seg() or []),
+                              cache=self._verdicts, complete=False)
 
     def close(self) -> list[TimedPhone]:
         if self.closed:
             return self._final
         self._d.end_utt()
         self.closed = True
-        self._final = _phones_from_seg(self._d.seg() or [])
+        self._final = labial.relabel(self._x[: self.samples], _phones_from_seg(self._d.seg() or []),
+                                     cache=self._verdicts)
         _give("phones", 1e-60, self._d)
         return self._final
