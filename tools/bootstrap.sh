@@ -23,12 +23,14 @@ if [ "${1:-}" = "test" ]; then
     "Markdown>=3.7,<4" "protobuf>=5.29.6,<7" "resampy~=0.4.3" "soundfile~=0.13.1" "openai>=1.74.0,<4" \
     "pyyaml>=6,<7" "num2words>=0.5.14" attrs
 fi
-if [ "${1:-}" = "test" ] && ! { command -v chromium && command -v espeak-ng && command -v festival; } >/dev/null 2>&1; then
+if [ "${1:-}" = "test" ] && ! { command -v chromium && command -v espeak-ng && command -v festival \
+    && command -v flite; } >/dev/null 2>&1; then
   # Debian's chromium tests the overlay page in a real browser; espeak-ng and festival (with its
   # slt HTS and kal diphone voices) give the speech and audio tests real voices with exact phone
   # times. Their tests skip, saying why, where apt cannot install them (not root, no network).
+  # festival's ked voice and flite (rms, awb) are more voices for tools/eval_speech.py --voices.
   (apt-get update -qq && apt-get install -y -qq chromium espeak-ng festival festvox-us-slt-hts \
-    festvox-kallpc16k >/dev/null) \
+    festvox-kallpc16k festvox-kdlpc16k flite >/dev/null) \
     || echo "bootstrap: chromium/espeak-ng/festival not installed; their tests will skip" >&2
 fi
 echo "bootstrap: ready (.venv)" >&2
