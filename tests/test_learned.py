@@ -290,15 +290,7 @@ def test_long_segments_fade_to_the_eased_line(target):
     warp of the phase (through both keys, in range); shorter ones are the net's own curve, shrunk
     as played toward the line, (--play-target spline) toward the monotone cubic, or (base) toward
     the net's lean of that cubic to the line, read at the plain phase."""
-    torch = pytest.importorskip("torch")
-    sys.path.insert(0, str(ROOT / "tools"))
-    import train_interpolator as T
-
-    torch.manual_seed(6)
-    net = T.Net(hidden=16, basis=0, context=4, mix=True, warp=8, hold=(1.0, 2.0), ease=8)
-    with torch.no_grad():
-        net.head.weight.normal_(0, 2.0)
-        net.ease.copy_(torch.tensor([3.0, 2.0, 1.0, 0.0, 0.0, -1.0, -1.0, -2.0]))  # runs ahead
+    torch, T, net = _eased_net()
     net.play, net.play_target = (0.0, 2.0), target
     f = torch.rand(4, L.FEATURES)
     h = torch.tensor([0.02, 0.5, 2.5, 4.0])
@@ -620,15 +612,7 @@ def test_play_target_eased_reads_the_line_at_the_ease_at_every_length():
     """--play-target eased: as played, what the learned deviation shrinks toward is the line read
     at the long segments' learned ease at every length (with "line", a 1 s segment plays the
     plain line; the ease only ramps in from 1 s to 2 s)."""
-    torch = pytest.importorskip("torch")
-    sys.path.insert(0, str(ROOT / "tools"))
-    import train_interpolator as T
-
-    torch.manual_seed(6)
-    net = T.Net(hidden=16, basis=0, context=4, mix=True, warp=8, hold=(1.0, 2.0), ease=8)
-    with torch.no_grad():
-        net.head.weight.normal_(0, 2.0)
-        net.ease.copy_(torch.tensor([3.0, 2.0, 1.0, 0.0, 0.0, -1.0, -1.0, -2.0]))
+    torch, T, net = _eased_net()
     net.play = (0.0, 1.0)
     f = torch.rand(2, L.FEATURES)
     f[:, L.BLOCKS * L.C] = torch.log(torch.tensor([1.0, 0.5]))
@@ -689,3 +673,17 @@ def test_no_levels_sees_how_keys_move_not_where_they_sit():
         with torch.no_grad():
             a, b = net.coeffs(f), net.coeffs(up)
         assert torch.allclose(a, b, atol=1e-6) == same
+
+
+def _eased_net():
+    """A seeded net whose long segments' learned ease runs ahead (torch, the trainer module, net)."""
+    torch = pytest.importorskip("torch")
+    sys.path.insert(0, str(ROOT / "tools"))
+    import train_interpolator as T
+
+    torch.manual_seed(6)
+    net = T.Net(hidden=16, basis=0, context=4, mix=True, warp=8, hold=(1.0, 2.0), ease=8)
+    with torch.no_grad():
+        net.head.weight.normal_(0, 2.0)
+        net.ease.copy_(torch.tensor([3.0, 2.0, 1.0, 0.0, 0.0, -1.0, -1.0, -2.0]))  # runs ahead
+    return torch, T, net
