@@ -81,9 +81,9 @@ class FrameClock:
 
     def start(self) -> FrameClock:
         freeze_collector()
-        # frame 0 is due one period from now, made at once (see _run), so it leaves on time too:
-        # made at its deadline, its first-call costs put it 6-14 ms late at the wire
-        self.start_time = time.perf_counter() + self.period
+        # made ahead, frame 0 is due one period from now and made at once (see _run), so it leaves
+        # on time too: made at its deadline, its first-call costs put it 6-14 ms late at the wire
+        self.start_time = time.perf_counter() + (self.period if self.emit is not None else 0.0)
         self._thread.start()
         return self
 
