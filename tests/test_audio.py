@@ -437,3 +437,21 @@ def test_cli_say_audio_streams_the_mouth_to_a_sink_and_refuses_play_without_audi
     lips = frames[:, JAW] - frames[:, CLOSE]
     assert len(frames) >= int(sp.duration * FPS) and lips.max() >= 0.15 and (lips <= 0.05).sum() > 10
     assert cli.main(["say", "Hello.", "--play", "--sink", f"csv:{tmp_path / 'x.csv'}"]) == 2
+
+
+def test_a_broken_lips_model_turns_the_second_opinion_off_with_a_log_line(tmp_path: Path, caplog) -> None:
+    from runtime.audio import labial
+    from runtime.audio.align import TimedPhone
+
+    bad = tmp_path / "labial.json"
+    bad.write_text('{"mean": [0.0], "w1": ')  # cut short
+    phones = [TimedPhone("N", 0.10, 0.18), TimedPhone("AA1", 0.18, 0.30)]
+    x = np.zeros(8000, np.float32)
+    try:
+        labial.use(bad)
+        with caplog.at_level("ERROR", logger="runtime.audio.labial"):
+            assert labial.relabel(x, phones) == phones  # heard as the recogniser heard them
+        assert "is not a model" in caplog.text and labial.net() is None
+    finally:
+        labial.use(Path(__file__).resolve().parents[1] / "exported_models" / "labial.json")
+    assert labial.net() is not None  # the shipped model again, for the tests after this one

@@ -21,11 +21,14 @@ per phone; it runs where the recogniser runs (runtime.audio.worker's child proce
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 RATE = 16000
 WIN, HOP, NFFT = 400, 160, 512  # 25 ms Hann windows; offsets below are in 10 ms frames
@@ -126,13 +129,19 @@ ENABLED = True  # False: phones stay as the recogniser heard them (tools/eval_sp
 
 
 def net() -> Net | None:
-    """The model in :data:`MODEL` (loaded once), or None when off or its file is missing."""
-    global _net
+    """The model in :data:`MODEL` (loaded once), or None when off or its file is missing. A file
+    that cannot be read as one turns the second pass off with a log line: the phones stay as the
+    recogniser heard them, and the mouth goes on."""
+    global _net, ENABLED
     if not ENABLED:
         return None
     with _net_lock:
         if _net is None and MODEL.exists():
-            _net = Net(json.loads(MODEL.read_text()))
+            try:
+                _net = Net(json.loads(MODEL.read_text()))
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                log.error("lips' second opinion off: %s is not a model (%s: %s)", MODEL, type(e).__name__, e)
+                ENABLED = False
     return _net
 
 
