@@ -51,6 +51,19 @@ def test_pair_is_two_segments_and_the_heard_line_is_cut_first(tok):
     assert len(long_ids) == 32 and long_ids[-1] == tok.sep
 
 
+def test_an_mpnet_vocabulary_marks_a_pair_as_mpnet_does(tmp_path):
+    # MPNet's vocabulary is BERT's after its four specials (<s> <pad> </s> <unk>); ids checked against
+    # transformers' MPNetTokenizer on all-mpnet-base-v2's own file
+    vocab = tmp_path / "vocab.txt"
+    bert = feeling_mod.default_paths()[1].read_text(encoding="utf-8")
+    vocab.write_text("<s>\n<pad>\n</s>\n<unk>\n" + bert, encoding="utf-8")
+    mp = WordPiece(vocab)
+    ids, types = mp.encode("Okay.", "I'm pregnant.")
+    assert ids.tolist() == [0, 3104, 1016, 2, 2, 1049, 1009, 1053, 6879, 1016, 2] and not types.any()
+    ids, _ = mp.encode("Fine.", "word " * 200, max_len=32)
+    assert len(ids) == 32 and ids[:5].tolist() == [0, 2990, 1016, 2, 2] and ids[-1] == 2
+
+
 def test_runs_on_the_cpu_provider(model):
     assert model.sess.get_providers()[0] == "CPUExecutionProvider"
 

@@ -62,7 +62,13 @@ class WordPiece:
     def __init__(self, vocab_path: str | Path, max_chars: int = 100) -> None:
         words = Path(vocab_path).read_text(encoding="utf-8").split("\n")
         self.vocab = {w: i for i, w in enumerate(words) if w}
-        self.cls, self.sep, self.unk = self.vocab["[CLS]"], self.vocab["[SEP]"], self.vocab["[UNK]"]
+        # MPNet's vocabulary (BERT's, plus RoBERTa's specials) marks a pair as <s> a </s></s> b </s>
+        self.pair_style = "roberta" if "<s>" in self.vocab else "bert"
+        if self.pair_style == "roberta":
+            self.cls, self.sep = self.vocab["<s>"], self.vocab["</s>"]
+        else:
+            self.cls, self.sep = self.vocab["[CLS]"], self.vocab["[SEP]"]
+        self.unk = self.vocab["[UNK]"]
         self.max_chars = max_chars
         self._cache: dict[str, list[int]] = {}
 
@@ -96,18 +102,23 @@ class WordPiece:
         return [i for w in basic_words(text) for i in self.word_ids(w)]
 
     def encode(self, text: str, pair: str = "", max_len: int = 96) -> tuple[np.ndarray, np.ndarray]:
-        """(input_ids, token_type_ids) as int64 arrays: [CLS] text [SEP] (pair [SEP]). The pair is
-        cut first, keeping its end (the words just before the reply), then the text keeps its start."""
+        """(input_ids, token_type_ids) as int64 arrays: [CLS] text [SEP] (pair [SEP]), or MPNet's
+        <s> text </s> (</s> pair </s>) with types all 0. The pair is cut first, keeping its end (the
+        words just before the reply), then the text keeps its start."""
         a = self.ids(text)
         b = self.ids(pair) if pair else []
-        room = max_len - 2 - (1 if b else 0)
+        roberta = self.pair_style == "roberta"
+        room = max_len - 2 - ((2 if roberta else 1) if b else 0)
         if len(a) + len(b) > room:
             keep = min(len(b), max(room // 3, room - len(a)))
             b = b[len(b) - keep:] if keep else []
             a = a[: room - len(b)]
         ids = [self.cls, *a, self.sep]
         types = [0] * len(ids)
-        if b:
+        if b and roberta:
+            ids += [self.sep, *b, self.sep]
+            types += [0] * (len(b) + 2)
+        elif b:
             ids += [*b, self.sep]
             types += [1] * (len(b) + 1)
         return np.asarray(ids, dtype=np.int64), np.asarray(types, dtype=np.int64)
