@@ -16,6 +16,21 @@ pytest.importorskip("onnx")
 LINES = ["How dare you touch my things without asking!", "The bus leaves at nine.", "You got the part?!"]
 
 
+def _graph_card() -> dict:
+    """The shipped card without the readers it mixes in beside its graph (``with``): the graph alone."""
+    card = json.loads((ROOT / "exported_models" / "feeling.json").read_text())
+    card.pop("with", None)
+    return card
+
+
+def _graph_alone(folder: Path) -> Path:
+    folder.mkdir()
+    (folder / "feeling.onnx").symlink_to(ROOT / "exported_models" / "feeling.onnx")
+    (folder / "feeling.json").write_text(json.dumps(_graph_card()))
+    (folder / "feeling_vocab.txt").symlink_to(ROOT / "exported_models" / "feeling_vocab.txt")
+    return folder / "feeling.onnx"
+
+
 def test_a_model_merged_with_itself_reads_as_it_and_is_stored_once(tmp_path):
     import ensemble_feeling
 
@@ -24,20 +39,16 @@ def test_a_model_merged_with_itself_reads_as_it_and_is_stored_once(tmp_path):
     shipped = ROOT / "exported_models" / "feeling.onnx"
     a, b = tmp_path / "a", tmp_path / "b"
     for d in (a, b):
-        d.mkdir()
-        (d / "feeling.onnx").symlink_to(shipped)
-        (d / "feeling.json").write_text((ROOT / "exported_models" / "feeling.json").read_text())
-        (d / "feeling_vocab.txt").symlink_to(ROOT / "exported_models" / "feeling_vocab.txt")
+        _graph_alone(d)
     out = tmp_path / "out"
     assert ensemble_feeling.main(["--out", str(out), "--no-figures", str(a / "feeling.onnx"),
                                   str(b / "feeling.onnx")]) == 0
     card = json.loads((out / "feeling.json").read_text())
     # each side is the shipped merge of three: the card lists the six members one by one
-    assert len(card["members"]) == 6 and card["bias"] == json.loads(
-        (ROOT / "exported_models" / "feeling.json").read_text())["bias"]
+    assert len(card["members"]) == 6 and card["bias"] == _graph_card()["bias"]
     # every tensor of the second member is the first's: the file is one member's, plus a few nodes
     assert (out / "feeling.onnx").stat().st_size < 1.02 * shipped.stat().st_size
-    one = FeelingModel(shipped, ROOT / "exported_models" / "feeling_vocab.txt")
+    one = FeelingModel(a / "feeling.onnx", a / "feeling_vocab.txt")
     two = FeelingModel(out / "feeling.onnx", out / "feeling_vocab.txt")
     for text in LINES:
         p, q = one.probs(text), two.probs(text)
@@ -63,7 +74,9 @@ def _constant_member(folder: Path, probs: list[float]) -> Path:
     out = helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", 8])
     graph = helper.make_graph(nodes, "constant", inputs, [out], inits)
     folder.mkdir()
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(folder / "feeling.onnx"))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # onnxruntime loads it as it is, not only once merged
+    onnx.save(model, str(folder / "feeling.onnx"))
     (folder / "feeling.json").write_text(json.dumps({"labels": [], "bias": {"neutral": 0.25}}))
     (folder / "feeling_vocab.txt").symlink_to(ROOT / "exported_models" / "feeling_vocab.txt")
     return folder / "feeling.onnx"
@@ -74,13 +87,9 @@ def test_a_merged_model_counts_as_its_members_when_merged_with_one_more(tmp_path
 
     from runtime.text.feeling import LABELS, FeelingModel
 
-    shipped = ROOT / "exported_models" / "feeling.onnx"
-    shipped_card = json.loads((ROOT / "exported_models" / "feeling.json").read_text())
+    shipped_card = _graph_card()
     a = tmp_path / "a"
-    a.mkdir()
-    (a / "feeling.onnx").symlink_to(shipped)
-    (a / "feeling.json").write_text(json.dumps(shipped_card))
-    (a / "feeling_vocab.txt").symlink_to(ROOT / "exported_models" / "feeling_vocab.txt")
+    _graph_alone(a)
     flat = [0.05, 0.05, 0.05, 0.05, 0.6, 0.05, 0.05, 0.1]
     c = _constant_member(tmp_path / "c", flat)
     out = tmp_path / "out"
@@ -89,7 +98,7 @@ def test_a_merged_model_counts_as_its_members_when_merged_with_one_more(tmp_path
     n = len(shipped_card["members"])
     assert len(card["members"]) == n + 1
     assert card["bias"]["neutral"] == pytest.approx((n * shipped_card["bias"]["neutral"] + 0.25) / (n + 1), abs=1e-4)
-    raw = FeelingModel(shipped, ROOT / "exported_models" / "feeling_vocab.txt")
+    raw = FeelingModel(a / "feeling.onnx", a / "feeling_vocab.txt")
     raw.bias[:] = 0.0
     merged = FeelingModel(out / "feeling.onnx", out / "feeling_vocab.txt")
     merged.bias[:] = 0.0
@@ -98,3 +107,49 @@ def test_a_merged_model_counts_as_its_members_when_merged_with_one_more(tmp_path
         want = np.exp((n * np.log(p + 1e-12) + np.log(np.array(flat) + 1e-12)) / (n + 1))
         got = np.array([merged.probs(text)[k] for k in LABELS])
         np.testing.assert_allclose(got, want / want.sum(), atol=2e-5)
+
+
+def test_a_reader_of_another_vocabulary_is_mixed_in_by_its_weight(tmp_path):
+    """The card's ``with``: a reader the graph cannot hold (another vocabulary) is read beside it,
+    and the two readings mixed as the weighted mean of log-probabilities, then the card's shift."""
+    from runtime.text.feeling import LABELS, FeelingModel
+
+    shipped = ROOT / "exported_models" / "feeling.onnx"
+    const = [0.05, 0.05, 0.05, 0.05, 0.6, 0.05, 0.05, 0.1]
+    other = _constant_member(tmp_path / "other", const)
+    main = tmp_path / "main"
+    main.mkdir()
+    (main / "feeling.onnx").symlink_to(shipped)
+    (main / "feeling_vocab.txt").symlink_to(ROOT / "exported_models" / "feeling_vocab.txt")
+    (main / "feeling_other.onnx").symlink_to(other)
+    (main / "feeling_other_vocab.txt").symlink_to(ROOT / "exported_models" / "feeling_vocab.txt")
+    card = {"bias": {"neutral": 0.5}, "with": [{"model": "feeling_other.onnx", "vocab": "feeling_other_vocab.txt",
+                                                 "weight": 0.25}]}
+    (main / "feeling.json").write_text(json.dumps(card))
+    mixed = FeelingModel(main / "feeling.onnx", main / "feeling_vocab.txt")
+    alone_path = _graph_alone(tmp_path / "alone")
+    alone = FeelingModel(alone_path, alone_path.with_name("feeling_vocab.txt"))
+    alone.bias[:] = 0.0
+    shift = np.array([0.5 if lb == "neutral" else 0.0 for lb in LABELS])
+    for text in LINES:
+        p = np.array(list(alone.probs(text).values()))
+        want = np.exp(0.75 * np.log(p) + 0.25 * np.log(const) + shift)
+        got = np.array(list(mixed.probs(text).values()))
+        np.testing.assert_allclose(got, want / want.sum(), atol=1e-5)
+    # the stand-in reads anger: at a quarter it moves the shipped reading toward it, and no further
+    assert mixed.probs(LINES[1])["anger"] > alone.probs(LINES[1])["anger"]
+
+
+def test_a_reader_that_cannot_load_is_a_log_line_and_the_graph_reads_alone(tmp_path, caplog):
+    from runtime.text.feeling import FeelingModel
+
+    main = tmp_path / "main"
+    _graph_alone(main)
+    card = _graph_card() | {"with": [{"model": "gone.onnx", "vocab": "gone_vocab.txt", "weight": 0.5}]}
+    (main / "feeling.json").write_text(json.dumps(card))
+    with caplog.at_level("ERROR"):
+        m = FeelingModel(main / "feeling.onnx", main / "feeling_vocab.txt")
+    assert "gone.onnx" in caplog.text and not m.others
+    alone_path = _graph_alone(tmp_path / "alone")
+    alone = FeelingModel(alone_path, alone_path.with_name("feeling_vocab.txt"))
+    assert m.probs(LINES[0]) == pytest.approx(alone.probs(LINES[0]))

@@ -1,9 +1,10 @@
 """The feeling a listener hears in a spoken line: a small text classifier run by onnxruntime.
 
 Three fine-tuned MiniLMs in one ONNX graph (tools/train_feeling.py, tools/ensemble_feeling.py; card:
-exported_models/feeling.json: the geometric mean of their readings) read the line and,
-when given, what was just said to the character (``heard``), and give a probability for each of
-the eight emotions the face knows. The keyframe model then starts from that reading: the backend
+exported_models/feeling.json: the geometric mean of their readings) and, beside it, a fine-tuned
+MPNet of another vocabulary (feeling_mpnet.onnx, 4-bit; mixed in by the card's ``with``,
+tools/mix_feeling.py) read the line and, when given, what was just said to the character
+(``heard``), and give a probability for each of the eight emotions the face knows. The keyframe model then starts from that reading: the backend
 adds ``weight * log p`` to its own calibrated scores for the feeling word (runtime/generate/llama.py),
 so the words' meaning decides what the language model alone heard mostly from emotion words.
 
@@ -114,9 +115,23 @@ class FeelingModel:
         self.heard_words = heard_words
         # the card's log-prior shift per emotion: training balanced the classes, dialogue is mostly
         # neutral (chosen on GoEmotions' dev split and our own held-out lines)
-        card = Path(model_path).with_suffix(".json")
-        bias = json.loads(card.read_text()).get("bias", {}) if card.exists() else {}
+        card_path = Path(model_path).with_suffix(".json")
+        card = json.loads(card_path.read_text()) if card_path.exists() else {}
+        bias = card.get("bias", {})
         self.bias = np.array([float(bias.get(k, 0.0)) for k in LABELS], dtype=np.float64)
+        # readers of another vocabulary (an MPNet beside MiniLMs) cannot share one graph: the card's
+        # "with" names them, each read on its own and mixed in by the weighted mean of log-probabilities
+        self.others: list[tuple[FeelingModel, float]] = []
+        for other in card.get("with", []):
+            try:
+                sub = FeelingModel(card_path.parent / other["model"], card_path.parent / other["vocab"], threads,
+                                   providers, heard_words)
+            except Exception as e:  # noqa: BLE001  (a reader short is a weaker reading, not a dead line)
+                log.error("feeling model %s: its card's reader %s cannot load (%s): read without it",
+                          Path(model_path).name, other.get("model"), e)
+                continue
+            sub.bias[:] = 0.0
+            self.others.append((sub, float(other["weight"])))
 
         t0 = time.perf_counter()
         opts = ort.SessionOptions()
@@ -125,18 +140,31 @@ class FeelingModel:
         opts.log_severity_level = 3
         self.sess = ort.InferenceSession(str(model_path), opts, providers=providers or ["CPUExecutionProvider"])
         self.tok = WordPiece(vocab_path)
+        # an MPNet-based model takes no token types: feed only what the graph asks for
+        self._inputs = {i.name for i in self.sess.get_inputs()}
         self._lock = threading.Lock()
         self.load_seconds = time.perf_counter() - t0
         log.info("feeling model %s on %s (%.0f ms)", Path(model_path).name, self.sess.get_providers(),
                  1000 * self.load_seconds)
 
+    def _raw(self, text: str, heard: str) -> np.ndarray:
+        ids, types = self.tok.encode(text, heard, MAX_TOKENS)
+        feed = {"input_ids": ids[None], "attention_mask": np.ones_like(ids)[None], "token_type_ids": types[None]}
+        feed = {k: v for k, v in feed.items() if k in self._inputs}
+        with self._lock:
+            return self.sess.run(None, feed)[0][0].astype(np.float64)
+
     def probs(self, text: str, heard: str = "") -> dict[str, float]:
         if len(text.split()) > self.heard_words:
             heard = ""
-        ids, types = self.tok.encode(text, heard, MAX_TOKENS)
-        feed = {"input_ids": ids[None], "attention_mask": np.ones_like(ids)[None], "token_type_ids": types[None]}
-        with self._lock:
-            p = self.sess.run(None, feed)[0][0].astype(np.float64)
+        p = self._raw(text, heard)
+        if self.others:
+            rest = 1.0 - sum(w for _, w in self.others)
+            logp = rest * np.log(np.maximum(p, 1e-9))
+            for sub, w in self.others:
+                logp += w * np.log(np.maximum(sub._raw(text, heard), 1e-9))
+            p = np.exp(logp - logp.max())
+            p /= p.sum()
         if self.bias.any():
             p = p * np.exp(self.bias)
             p /= p.sum()
