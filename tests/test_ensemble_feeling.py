@@ -20,6 +20,7 @@ def _graph_card() -> dict:
     """The shipped card without the readers it mixes in beside its graph (``with``): the graph alone."""
     card = json.loads((ROOT / "exported_models" / "feeling.json").read_text())
     card.pop("with", None)
+    card.pop("mix_below", None)
     return card
 
 
@@ -153,3 +154,65 @@ def test_a_reader_that_cannot_load_is_a_log_line_and_the_graph_reads_alone(tmp_p
     alone_path = _graph_alone(tmp_path / "alone")
     alone = FeelingModel(alone_path, alone_path.with_name("feeling_vocab.txt"))
     assert m.probs(LINES[0]) == pytest.approx(alone.probs(LINES[0]))
+
+
+def _mixed_with_constant(tmp_path: Path, weight: float, **card_extra) -> tuple:
+    """The shipped graph with a constant anger reader mixed in, and the graph alone (both with the
+    graph's own shift)."""
+    from runtime.text.feeling import FeelingModel
+
+    other = _constant_member(tmp_path / "other", [0.02, 0.02, 0.02, 0.02, 0.84, 0.02, 0.02, 0.04])
+    main = tmp_path / "main"
+    _graph_alone(main)
+    (main / "feeling_other.onnx").symlink_to(other)
+    (main / "feeling_other_vocab.txt").symlink_to(ROOT / "exported_models" / "feeling_vocab.txt")
+    card = _graph_card() | {"with": [{"model": "feeling_other.onnx", "vocab": "feeling_other_vocab.txt",
+                                      "weight": weight}]} | card_extra
+    (main / "feeling.json").write_text(json.dumps(card))
+    alone_path = _graph_alone(tmp_path / "alone")
+    return (FeelingModel(main / "feeling.onnx", main / "feeling_vocab.txt"),
+            FeelingModel(alone_path, alone_path.with_name("feeling_vocab.txt")))
+
+
+def test_the_costly_reader_reads_whole_spoken_lines_only(tmp_path):
+    """Parts of a line (where it may turn) and stage directions are read by the graph alone; the
+    whole spoken line by every reader."""
+    from runtime.generate import beats
+    from runtime.generate.prompt import LineRequest
+
+    mixed, alone = _mixed_with_constant(tmp_path, 0.9)
+    def prior(text, model):
+        return beats.plan(LineRequest(text), model)[0].prior
+
+    spoken = "Sure, the bus leaves at nine."
+    assert mixed.classify(spoken).label == "anger" and alone.classify(spoken).label != "anger"
+    assert prior(spoken, mixed)["anger"] > prior(spoken, alone)["anger"] + 1.0
+    told = "She waves at the bus as it leaves."
+    assert prior(told, mixed) == pytest.approx(prior(told, alone))
+    assert mixed.classify(spoken, quick=True).probs == pytest.approx(alone.classify(spoken).probs)
+
+
+def test_a_sure_graph_is_not_mixed_and_a_busy_reader_is_not_waited_for(tmp_path):
+    import threading
+
+    mixed, alone = _mixed_with_constant(tmp_path, 0.9, mix_below=0.8)
+    sure, unsure = [], []
+    for text in LINES + ["Okay.", "Fine, whatever you say.", "Oh. It's you."]:
+        p = alone.probs(text)
+        (sure if max(p.values()) >= 0.8 else unsure).append(text)
+    assert sure and unsure, "the lines cover both sides of the bar"
+    for text in sure:
+        assert mixed.probs(text) == pytest.approx(alone.probs(text))
+    for text in unsure:
+        assert mixed.probs(text)["anger"] > alone.probs(text)["anger"] + 0.1
+    # another line holds the costly reader: this one is read at once by the graph alone
+    sub = mixed.others[0][0]
+    sub._lock.acquire()
+    try:
+        got: list = []
+        t = threading.Thread(target=lambda: got.append(mixed.probs(unsure[0])))
+        t.start()
+        t.join(5.0)
+        assert got and got[0] == pytest.approx(alone.probs(unsure[0]))
+    finally:
+        sub._lock.release()

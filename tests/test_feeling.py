@@ -138,9 +138,11 @@ def test_a_turn_word_starts_a_beat_on_any_change(model):
 
 @pytest.mark.parametrize("text,label", [
     # two of our own held-out lines (tools/data/own_held400.jsonl): each sentence alone reads
-    # otherwise ("That's beyond creepy." is not fear; the crypt is not anger), the line around it
-    # tells how it sounds
-    ("He's been hitting on his student. That's beyond creepy.", "disgust"),
+    # otherwise (nobody in room 12 is a plain fact; holding the horses is a chore), the line around
+    # it tells how it sounds. ("He's been hitting on his student. That's beyond creepy." was the first
+    # example until stop 29: the reader with the MPNet beside it hears the disgust in the sentence alone.)
+    ("Room 12 keeps pressing the call button. Nobody's in room 12. Nobody's been in room 12 since Tuesday.",
+     "fear"),
     ("I'm not going into that crypt. I'll hold the horses. Somebody has to hold the horses.", "fear"),
 ])
 def test_a_beat_hears_the_line_around_it(model, text, label):

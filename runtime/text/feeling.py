@@ -4,9 +4,10 @@ Three fine-tuned MiniLMs in one ONNX graph (tools/train_feeling.py, tools/ensemb
 exported_models/feeling.json: the geometric mean of their readings) and, beside it, a fine-tuned
 MPNet of another vocabulary (feeling_mpnet.onnx, 4-bit; mixed in by the card's ``with``,
 tools/mix_feeling.py) read the line and, when given, what was just said to the character
-(``heard``), and give a probability for each of the eight emotions the face knows. The keyframe model then starts from that reading: the backend
-adds ``weight * log p`` to its own calibrated scores for the feeling word (runtime/generate/llama.py),
-so the words' meaning decides what the language model alone heard mostly from emotion words.
+(``heard``), and give a probability for each of the eight emotions the face knows. The keyframe
+model then starts from that reading: the backend adds ``weight * log p`` to its own calibrated
+scores for the feeling word (runtime/generate/llama.py), so the words' meaning decides what the
+language model alone heard mostly from emotion words.
 
 Intensity comes from the line too: how sure the reading is, and how the line is said (exclamation
 marks, "?!", words in capitals, short outbursts) against hedges ("a bit", "kind of"), so "MY
@@ -122,6 +123,9 @@ class FeelingModel:
         # readers of another vocabulary (an MPNet beside MiniLMs) cannot share one graph: the card's
         # "with" names them, each read on its own and mixed in by the weighted mean of log-probabilities
         self.others: list[tuple[FeelingModel, float]] = []
+        # and only where the graph is unsure (its top reading, shifted, below this): where it is sure
+        # the mix seldom changes the label, and the MPNet costs ~25 ms a read (8 lines at once wait)
+        self.mix_below = float(card.get("mix_below", 1.01))
         for other in card.get("with", []):
             try:
                 sub = FeelingModel(card_path.parent / other["model"], card_path.parent / other["vocab"], threads,
@@ -147,31 +151,45 @@ class FeelingModel:
         log.info("feeling model %s on %s (%.0f ms)", Path(model_path).name, self.sess.get_providers(),
                  1000 * self.load_seconds)
 
-    def _raw(self, text: str, heard: str) -> np.ndarray:
+    def _raw(self, text: str, heard: str, wait: bool = True) -> np.ndarray | None:
+        """The graph's probabilities; None, without waiting, when ``wait`` is False and another
+        line is being read."""
         ids, types = self.tok.encode(text, heard, MAX_TOKENS)
         feed = {"input_ids": ids[None], "attention_mask": np.ones_like(ids)[None], "token_type_ids": types[None]}
         feed = {k: v for k, v in feed.items() if k in self._inputs}
-        with self._lock:
+        if not self._lock.acquire(blocking=wait):
+            return None
+        try:
             return self.sess.run(None, feed)[0][0].astype(np.float64)
+        finally:
+            self._lock.release()
 
-    def probs(self, text: str, heard: str = "") -> dict[str, float]:
+    def _shifted(self, p: np.ndarray) -> np.ndarray:
+        q = p * np.exp(self.bias)
+        return q / q.sum()
+
+    def probs(self, text: str, heard: str = "", quick: bool = False) -> dict[str, float]:
+        """``quick``: the graph alone, without the readers under ``with`` (a fifth of the cost with
+        the shipped MPNet): for the parts of a line, where only a change of feeling is looked for."""
         if len(text.split()) > self.heard_words:
             heard = ""
         p = self._raw(text, heard)
-        if self.others:
-            rest = 1.0 - sum(w for _, w in self.others)
-            logp = rest * np.log(np.maximum(p, 1e-9))
-            for sub, w in self.others:
-                logp += w * np.log(np.maximum(sub._raw(text, heard), 1e-9))
-            p = np.exp(logp - logp.max())
-            p /= p.sum()
+        if self.others and not quick and self._shifted(p).max() < self.mix_below:
+            # a reader busy with another line is not waited for: lines at once (8 NPCs) would queue
+            # ~25 ms each behind it, and their first keyframes with them; they read as the graph alone
+            got = [(sub._raw(text, heard, wait=False), w) for sub, w in self.others]
+            if all(q is not None for q, _ in got):
+                logp = (1.0 - sum(w for _, w in got)) * np.log(np.maximum(p, 1e-9))
+                for q, w in got:
+                    logp += w * np.log(np.maximum(q, 1e-9))
+                p = np.exp(logp - logp.max())
+                p /= p.sum()
         if self.bias.any():
-            p = p * np.exp(self.bias)
-            p /= p.sum()
+            p = self._shifted(p)
         return {k: float(v) for k, v in zip(LABELS, p)}
 
-    def classify(self, text: str, heard: str = "") -> Feeling:
-        p = self.probs(text, heard)
+    def classify(self, text: str, heard: str = "", quick: bool = False) -> Feeling:
+        p = self.probs(text, heard, quick)
         return Feeling(max(p, key=p.__getitem__), p, intensity(text, p))
 
 
