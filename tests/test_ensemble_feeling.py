@@ -146,7 +146,8 @@ def test_a_reader_that_cannot_load_is_a_log_line_and_the_graph_reads_alone(tmp_p
 
     main = tmp_path / "main"
     _graph_alone(main)
-    card = _graph_card() | {"with": [{"model": "gone.onnx", "vocab": "gone_vocab.txt", "weight": 0.5}]}
+    card = _graph_card() | {"with": [{"model": "gone.onnx", "vocab": "gone_vocab.txt", "weight": 0.5},
+                                     {"model": "feeling.onnx", "vocab": "feeling_vocab.txt", "weight": "half"}]}
     (main / "feeling.json").write_text(json.dumps(card))
     with caplog.at_level("ERROR"):
         m = FeelingModel(main / "feeling.onnx", main / "feeling_vocab.txt")

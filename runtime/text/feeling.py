@@ -126,17 +126,19 @@ class FeelingModel:
         self.others: list[tuple[FeelingModel, float]] = []
         # and only where the graph is unsure (its top reading, shifted, below this): where it is sure
         # the mix seldom changes the label, and the MPNet costs ~25 ms a read (8 lines at once wait)
-        self.mix_below = float(card.get("mix_below", 1.01))
+        self.mix_below = 1.01
         for other in card.get("with", []):
             try:
+                weight = float(other["weight"])
+                self.mix_below = float(card.get("mix_below", 1.01))
                 sub = FeelingModel(card_path.parent / other["model"], card_path.parent / other["vocab"], threads,
                                    providers, heard_words)
             except Exception as e:  # noqa: BLE001  (a reader short is a weaker reading, not a dead line)
                 log.error("feeling model %s: its card's reader %s cannot load (%s): read without it",
-                          Path(model_path).name, other.get("model"), e)
+                          Path(model_path).name, other.get("model") if isinstance(other, dict) else other, e)
                 continue
             sub.bias[:] = 0.0
-            self.others.append((sub, float(other["weight"])))
+            self.others.append((sub, weight))
 
         t0 = time.perf_counter()
         opts = ort.SessionOptions()
