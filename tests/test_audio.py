@@ -231,9 +231,17 @@ def test_without_the_text_the_lips_second_opinion_finds_the_bilabials_the_recogn
     """PocketSphinx's phone recogniser hears this voice's m as n and b as d/v (issue 17); the
     second pass (runtime/audio/labial.py) renames them from the sound around them, in a whole clip
     and in a stream, without closing the lips at the t/d/n/k/g the voice made with the tongue."""
-    from runtime.audio import align, labial
+    from runtime.audio import align, closure, labial
 
     assert labial.net() is not None  # the shipped model, exported_models/labial.json
+    closure.use(None)  # the second opinion alone: the closure detector has tests of its own
+    try:
+        _second_opinion(tmp_path, align, labial)
+    finally:
+        closure.use(closure.MODEL)
+
+
+def _second_opinion(tmp_path: Path, align, labial) -> None:
     wav, segs = _festival(tmp_path, LABIAL_LINE, "voice_cmu_us_slt_arctic_hts")
     x, sr = read_wav(wav)
     x16 = resample(x, sr, align.RATE)

@@ -3,7 +3,7 @@
     .venv/bin/python tools/eval_speech.py [--takes 200] [--seed 0] [--json out.json] [--plot fig.png]
     .venv/bin/python tools/eval_speech.py --audio-only [--sentences 24] [--json out.json]
     .venv/bin/python tools/eval_speech.py --audio-only [--voices espeak,slt,kal,ked,rms,awb] [--no-labial |
-        --labial-model FILE]
+        --labial-model FILE] [--no-closure | --closure-model FILE]
     .venv/bin/python tools/eval_speech.py --plot-audio docs/speech_from_audio.png
 
 Alignment: sentences get TTS-like word timings that the layer has never seen the model of (every
@@ -416,6 +416,16 @@ def espeak_segments(sp) -> list[tuple[str, float, float]]:
 NON_BILABIAL_STOPS = {"t", "d", "n", "k", "g"}  # both synthesisers' names
 
 
+def frames_for(phones: list, x16: np.ndarray) -> np.ndarray:
+    """The 60 fps frames the speech layer makes from recognised ``phones`` of 16 kHz ``x16``, as
+    the audio-alone path plays them (for tools that score phones without recognising again)."""
+    from runtime.audio import energy, track
+
+    an = track.Analysis(phones, energy.loudness(x16, 16000), len(x16) / 16000, "recognized", x16=x16)
+    n = int(len(x16) / 16000 * FPS) + 1
+    return an.plan().apply(np.zeros((n, C.COUNT), np.float32), FPS)[:n]
+
+
 def _score_line(frames: np.ndarray, segs: list, bilabials: set, opens: set
                 ) -> tuple[list[bool], list[bool], list[bool]]:
     """(p/b/m closed within a frame of their span, open vowels opened within a frame of theirs,
@@ -655,8 +665,16 @@ def main() -> int:
                     help="--audio: the lips' second opinion from this model (default exported_models/labial.json)")
     ap.add_argument("--no-labial", action="store_true",
                     help="--audio: phones as the recogniser heard them, no second opinion (the figures before it)")
+    ap.add_argument("--closure-model", type=Path, default=None,
+                    help="--audio: the closure detector from this model (default exported_models/closure.json)")
+    ap.add_argument("--no-closure", action="store_true",
+                    help="--audio: no closures put in by the detector (the figures before it)")
     ap.add_argument("--voices", default="espeak,slt,kal", help="--audio: which voices (comma-separated)")
     args = ap.parse_args()
+    if args.no_closure or args.closure_model:
+        from runtime.audio import closure
+
+        closure.use(None if args.no_closure else args.closure_model)
     if args.no_labial or args.labial_model:
         from runtime.audio import labial
 

@@ -2,7 +2,8 @@
 
 Data flow: bytes -> :mod:`~runtime.audio.wav` (decode, mono, resample to 16 kHz) ->
 :mod:`~runtime.audio.align` (PocketSphinx: forced alignment with the text, phone recognition
-without, whose stops and nasals :mod:`~runtime.audio.labial` re-reads for the lips) +
+without, whose stops and nasals :mod:`~runtime.audio.labial` re-reads for the lips and where
+:mod:`~runtime.audio.closure` hears lips shut that no phone shows) +
 :mod:`~runtime.audio.energy` (loudness per 10 ms) -> :mod:`~runtime.audio.track` (timed phones
 with a jaw gain each) -> ``SpeechPlan.from_phones`` (runtime/animate/speech.py: the same visemes,
 coarticulation, composition and clamping as the text path). Nothing here touches the frame clock:

@@ -7,7 +7,8 @@ en-US acoustic model and dictionary, so nothing is downloaded).
 * :func:`recognize`: no text, so phone recognition (PocketSphinx's "allphone" search with its
   phone trigram model): less exact, but it needs nothing but the audio. It hears many m as n and
   b as d/g, so the stops and nasals it finds get a second opinion on the lips
-  (:mod:`runtime.audio.labial`).
+  (:mod:`runtime.audio.labial`), and a frame-by-frame detector puts in the closures it did not hear
+  at all (:mod:`runtime.audio.closure`).
 * :class:`PhoneStream`: phone recognition fed chunk by chunk; after each chunk it reports the
   phones so far (the last one or two may still change).
 
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from runtime.animate import phonemes as ph
-from runtime.audio import labial
+from runtime.audio import closure, labial
 from runtime.audio.wav import AudioError, to_pcm16
 
 log = logging.getLogger(__name__)
@@ -153,6 +154,7 @@ def warm() -> None:
                 continue
         _give(kind, beam, _build(kind, beam))
     labial.net()  # the lips' second opinion: its weights, read once
+    closure.detector()  # and the closure detector's
 
 
 def available() -> bool:
@@ -277,11 +279,15 @@ def transcribe(x: np.ndarray) -> str:
 
 def recognize(x: np.ndarray, second_pass: bool = True) -> list[TimedPhone]:
     """Phone recognition (no text) on 16 kHz float32 mono ``x``; with ``second_pass``, stops and
-    nasals get the lips' second opinion (:mod:`runtime.audio.labial`)."""
+    nasals get the lips' second opinion (:mod:`runtime.audio.labial`) and closures the recogniser
+    did not hear at all are put in (:mod:`runtime.audio.closure`)."""
     with _decoder("phones") as d:
         _utterance(d, _pcm(x))
         phones = _phones_from_seg(d.seg() or [])
-    return labial.relabel(np.asarray(x, np.float32), phones) if second_pass else phones
+    if not second_pass:
+        return phones
+    x = np.asarray(x, np.float32)
+    return closure.closures(x, labial.relabel(x, phones))
 
 
 class PhoneStream:
@@ -295,6 +301,7 @@ class PhoneStream:
         self.samples = 0
         self._x = np.zeros(1 << 15, np.float32)  # the audio so far, for the lips' second opinion
         self._verdicts: dict = {}  # labial.relabel's cache: each phone judged once
+        self._frames = closure.Frames()  # the closure detector's frames: each computed once
 
     def feed(self, x: np.ndarray) -> list[TimedPhone]:
         """16 kHz float32 mono -> every phone recognised so far (the tail is provisional)."""
@@ -304,15 +311,17 @@ class PhoneStream:
                 self._x = np.concatenate([self._x, np.zeros(len(self._x), np.float32)])
             self._x[self.samples: self.samples + len(x)] = x
             self.samples += len(x)
-        return labial.relabel(self._x[: self.samples], _phones_from_seg(self._d.seg() or []),
-                              cache=self._verdicts, complete=False)
+        x = self._x[: self.samples]
+        phones = labial.relabel(x, _phones_from_seg(self._d.seg() or []), cache=self._verdicts, complete=False)
+        return closure.closures(x, phones, self._frames, complete=False)
 
     def close(self) -> list[TimedPhone]:
         if self.closed:
             return self._final
         self._d.end_utt()
         self.closed = True
-        self._final = labial.relabel(self._x[: self.samples], _phones_from_seg(self._d.seg() or []),
-                                     cache=self._verdicts)
+        x = self._x[: self.samples]
+        phones = labial.relabel(x, _phones_from_seg(self._d.seg() or []), cache=self._verdicts)
+        self._final = closure.closures(x, phones, self._frames)
         _give("phones", 1e-60, self._d)
         return self._final
