@@ -58,7 +58,24 @@ def frames_of(x16: np.ndarray) -> np.ndarray:
 _SETS: dict = {}
 
 
-def training_set(folders: list[Path], fams: list[str], neg_keep: float) -> tuple[np.ndarray, np.ndarray]:
+def warped(lines: list[dict], seed: int) -> list[dict]:
+    """Each line again with its frequencies and tempo scaled together by a random 0.82-0.9 or
+    1.1-1.22 (resampled, played at the same rate): a longer or shorter vocal tract, another
+    speaker of the same engine. Phone times scale with it."""
+    from runtime.audio import resample
+
+    rng = np.random.default_rng(seed + 1)
+    out = []
+    for d in lines:
+        a = rng.uniform(0.82, 0.9) if rng.random() < 0.5 else rng.uniform(1.1, 1.22)
+        x = resample(d["x16"], 16000, int(round(16000 * a)))
+        out.append({**d, "x16": x, "segs": [(n, s * len(x) / len(d["x16"]), e * len(x) / len(d["x16"]))
+                                            for n, s, e in d["segs"]]})
+    return out
+
+
+def training_set(folders: list[Path], fams: list[str], neg_keep: float, warp: bool = False
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """Features (float16, to fit in memory) and labels of every positive frame and a share of the
     rest, for the families ``fams`` (each built once per run)."""
     for f in fams:
@@ -66,14 +83,14 @@ def training_set(folders: list[Path], fams: list[str], neg_keep: float) -> tuple
             rng = np.random.default_rng(0)
             lines = TL.load(folders, [f])
             X, Y = [], []
-            for d in lines + TL.augment(lines, 0):
+            for d in lines + TL.augment(lines, 0) + (warped(TL.augment(lines, 2), 0) if warp else []):
                 lm = frames_of(d["x16"])
                 y = labels(d["segs"], len(lm))
                 idx = np.nonzero((y > 0) | (rng.random(len(y)) < neg_keep))[0]
                 X.append(closure.windows(lm, idx, len(lm)).astype(np.float16))
                 Y.append(y[idx])
             _SETS[f] = (np.concatenate(X), np.concatenate(Y))
-            print(f"  {f}: {len(lines)} lines x 2, {len(_SETS[f][1])} frames", flush=True)
+            print(f"  {f}: {len(lines)} lines x {3 if warp else 2}, {len(_SETS[f][1])} frames", flush=True)
     return np.concatenate([_SETS[f][0] for f in fams]), np.concatenate([_SETS[f][1] for f in fams])
 
 
@@ -176,7 +193,7 @@ def cross(folders: list[Path], args: argparse.Namespace) -> dict:
     for left, fams in TL.ENGINES.items():
         train_on = [f for e, fs in TL.ENGINES.items() if e != left for f in fs]
         print(f"without {left}: training on {', '.join(train_on)}", flush=True)
-        X, y = training_set(folders, train_on, args.neg_keep)
+        X, y = training_set(folders, train_on, args.neg_keep, args.warp)
         card = card_of(members(X, y, args), args, train_on, y)
         del X
         if args.models:
@@ -208,6 +225,9 @@ def main() -> int:
         t.add_argument("--neg-keep", type=float, default=0.3, help="share of frames without a p/b/m kept")
         t.add_argument("--threshold", type=float, default=0.95)
         t.add_argument("--min-frames", type=int, default=2)
+        t.add_argument("--warp", action="store_true",
+                       help="also a third copy of each line, through another channel and warped in "
+                            "frequency and tempo (another speaker of the same engine)")
         t.add_argument("--rename", action="store_true",
                        help="also rename recognised candidates (more p/b/m, more false closures)")
         if name == "train":
@@ -228,7 +248,7 @@ def main() -> int:
         return 0
     fams = args.families.split(",")
     t0 = time.time()
-    X, y = training_set(args.dir, fams, args.neg_keep)
+    X, y = training_set(args.dir, fams, args.neg_keep, args.warp)
     nets = members(X, y, args)
     extra = {"training_seconds": round(time.time() - t0)}
     if args.cross_json:
