@@ -8,7 +8,7 @@ detector reads the sound itself: for every 10 ms frame, log-mel bands 200 ms bac
 (each band less its mean over the window, so a channel's colour cancels; levels against the
 window's loudest) -> small nets of one hidden ReLU layer, their probabilities averaged -> how sure
 it is that the lips are shut for a p/b/m there. Where it stays above ``threshold`` for
-``min_frames`` frames, no recognised p/b/m is near and the recogniser heard a vowel or nothing
+``min_frames`` frames, no recognised p/b/m overlaps it and the recogniser heard a vowel or nothing
 there, a B of the run's span is cut in. Where the recogniser heard a consonant a p/b/m is often
 heard as (:data:`labial.CANDIDATES`) the second opinion decides; renaming those here as well
 (``rename`` in the card) found more p/b/m but closed the lips on t/d/n/k/g of voices from an
