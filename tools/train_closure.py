@@ -6,8 +6,11 @@ text, spoken by voices whose phone times are exact), each twice: as spoken and t
 channel (train_labial.augment). Every frame inside a p/b/m of the voice is a positive; a random
 ``--neg-keep`` share of the others are negatives. As shipped (docs/BENCHMARKS.md, issue 17, stop 30):
 
-    .venv/bin/python tools/train_closure.py cross /tmp/lab /tmp/labB --models /tmp/closure_cross --json /tmp/cc.json
-    .venv/bin/python tools/train_closure.py train /tmp/lab /tmp/labB --cross-json /tmp/cc.json
+    .venv/bin/python tools/train_closure.py train /tmp/lab /tmp/labB    # -> exported_models/closure.json
+    .venv/bin/python tools/train_closure.py cross /tmp/lab /tmp/labB --models /tmp/closure_cross \
+        --labial-models /tmp/labmodels --json /tmp/closure_cross.json  # labmodels: train_labial.py cross --models
+
+(~3 and ~12 min on one core.)
 
 ``cross`` leaves one synthesis engine out (espeak-ng, festival, flite), trains on the others and
 scores the left-out engine's collected lines (``--score-lines`` per voice) the way
