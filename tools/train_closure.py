@@ -148,11 +148,9 @@ def score(lines: list[dict], lab: labial.Net | None, det: closure.Detector, thre
 
     def count(th: float | None, rename: bool = False) -> tuple[int, int, int, int]:
         closed, false = [], []
-        at = det.at(th) if th is not None else det
-        at.rename = rename
         for d, phones, p, (bil, opens) in prep:
             if th is not None:
-                phones = closure.insert(phones, p, at)
+                phones = closure.insert(phones, p, det.at(th, rename))
             c, _o, f = E._score_line(E.frames_for(phones, d["x16"]), d["segs"], bil, opens)[:3]
             closed += c
             false += f

@@ -23,15 +23,15 @@ after it is in (the same right context as the second opinion), and keeps it.
 
 from __future__ import annotations
 
-import json
+import copy
 import logging
-import threading
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from runtime.audio import labial
+from runtime.audio.model_file import ModelFile
 
 log = logging.getLogger(__name__)
 
@@ -86,21 +86,21 @@ class Detector:
             p += 1.0 / (1.0 + np.exp(-(h @ w2 + b2)))
         return p / len(self.members)
 
-    def at(self, threshold: float) -> Detector:
-        """The same nets with another threshold (for tools choosing one)."""
-        d = object.__new__(Detector)
-        d.__dict__.update(self.__dict__, threshold=threshold)
+    def at(self, threshold: float, rename: bool | None = None) -> Detector:
+        """The same nets with another threshold (and rename rule): for tools choosing one."""
+        d = copy.copy(self)
+        d.threshold = threshold
+        d.rename = self.rename if rename is None else rename
         return d
 
 
 class Frames:
-    """A clip's per-frame state, grown as audio comes: log-mel frames and the detector's verdicts.
-    ``final`` frames of ``p`` will not change."""
+    """A clip's per-frame state, grown as audio comes: log-mel frames and the detector's verdicts
+    (``p``: once computed, a frame's verdict does not change)."""
 
     def __init__(self) -> None:
         self.lm = np.zeros((0, labial.BANDS), np.float32)
         self.p = np.zeros(0, np.float32)
-        self.complete = False
 
     def update(self, x16: np.ndarray, model: Detector, complete: bool) -> np.ndarray:
         total = len(x16) // HOP + 1
@@ -113,7 +113,6 @@ class Frames:
         if n_p > len(self.p):
             idx = np.arange(len(self.p), n_p)
             self.p = np.concatenate([self.p, model(windows(self.lm, idx, total))])
-        self.complete = complete
         return self.p
 
 
@@ -167,35 +166,19 @@ def _phone(name: str, start: float, end: float):
     return TimedPhone(name, start, end)
 
 
-_det: Detector | None = None
-_lock = threading.Lock()
-ENABLED = True  # False: no closures put in (tools/eval_speech.py --no-closure)
+_FILE = ModelFile(MODEL, Detector, "closure detector")
 
 
 def detector() -> Detector | None:
-    """The model in :data:`MODEL` (loaded once), or None when off or its file is missing. A file
-    that cannot be read as one turns the detector off with a log line; the mouth goes on."""
-    global _det, ENABLED
-    if not ENABLED:
-        return None
-    with _lock:
-        if _det is None and MODEL.exists():
-            try:
-                _det = Detector(json.loads(MODEL.read_text()))
-            except (OSError, ValueError, KeyError, TypeError) as e:
-                log.error("closure detector off: %s is not a model (%s: %s)", MODEL, type(e).__name__, e)
-                ENABLED = False
-    return _det
+    """The model in exported_models/closure.json (loaded once), or None when off or its file is
+    missing. A file that cannot be read as one turns the detector off with a log line; the mouth
+    goes on."""
+    return _FILE.get()
 
 
 def use(path: Path | None) -> None:
-    """Detect with the model at ``path`` from now on (None: off)."""
-    global _det, ENABLED, MODEL
-    with _lock:
-        _det = None
-        ENABLED = path is not None
-        if path is not None:
-            MODEL = Path(path)
+    """Detect with the model at ``path`` from now on (None: off; eval_speech.py --no-closure)."""
+    _FILE.use(path)
 
 
 def closures(x16: np.ndarray, phones: list, frames: Frames | None = None, complete: bool = True,

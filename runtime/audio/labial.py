@@ -20,13 +20,13 @@ per phone; it runs where the recogniser runs (runtime.audio.worker's child proce
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+
+from runtime.audio.model_file import ModelFile
 
 log = logging.getLogger(__name__)
 
@@ -123,36 +123,20 @@ class Net:
         return 1.0 / (1.0 + np.exp(-(h @ self.w2 + self.b2)))
 
 
-_net: Net | None = None
-_net_lock = threading.Lock()
-ENABLED = True  # False: phones stay as the recogniser heard them (tools/eval_speech.py --no-labial)
+_FILE = ModelFile(MODEL, Net, "lips' second opinion")
 
 
 def net() -> Net | None:
-    """The model in :data:`MODEL` (loaded once), or None when off or its file is missing. A file
-    that cannot be read as one turns the second pass off with a log line: the phones stay as the
-    recogniser heard them, and the mouth goes on."""
-    global _net, ENABLED
-    if not ENABLED:
-        return None
-    with _net_lock:
-        if _net is None and MODEL.exists():
-            try:
-                _net = Net(json.loads(MODEL.read_text()))
-            except (OSError, ValueError, KeyError, TypeError) as e:
-                log.error("lips' second opinion off: %s is not a model (%s: %s)", MODEL, type(e).__name__, e)
-                ENABLED = False
-    return _net
+    """The model in exported_models/labial.json (loaded once), or None when off or its file is
+    missing. A file that cannot be read as one turns the second pass off with a log line: the phones
+    stay as the recogniser heard them, and the mouth goes on."""
+    return _FILE.get()
 
 
 def use(path: Path | None) -> None:
-    """Judge with the model at ``path`` from now on (None: the second pass is off)."""
-    global _net, ENABLED, MODEL
-    with _net_lock:
-        _net = None
-        ENABLED = path is not None
-        if path is not None:
-            MODEL = Path(path)
+    """Judge with the model at ``path`` from now on (None: the second pass is off; eval_speech.py
+    --no-labial)."""
+    _FILE.use(path)
 
 
 def relabel(x16: np.ndarray, phones: list, model: Net | None = None, cache: dict | None = None,
